@@ -1,0 +1,182 @@
+"""Settings, all read from the environment (and an optional `.env`).
+
+Embedded defaults run the whole service on one machine with nothing else
+installed: SQLite in WAL mode, django-q2's ORM broker and a local-memory
+cache. `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment (or .env), "
+            "or set DEBUG=true for local development."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "django_q",
+    "jobs",
+    "subscriptions",
+    "payments",
+    "billing",
+    "notifications",
+    "maintenance",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "config.wsgi.application"
+
+# --- Database -------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while qcluster writes; IMMEDIATE
+    # transactions plus a busy timeout turn lock contention into waiting
+    # instead of "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Broker and cache ----------------------------------------------------------
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="backoffice"),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+SCHEDULER_TIMEZONE = env("SCHEDULER_TIMEZONE", default="UTC")
+BACKGROUND_JOBS_ENABLED = env.bool("BACKGROUND_JOBS_ENABLED", default=True)
+
+Q_CLUSTER = {
+    "name": env("Q_CLUSTER_PREFIX", default="backoffice"),
+    "workers": env.int("Q_WORKERS", default=2),
+    # Job timeouts are per job (registry); this is the ceiling.
+    "timeout": env.int("Q_TIMEOUT", default=3600),
+    "retry": env.int("Q_RETRY", default=3660),
+    "max_attempts": 2,
+    "save_limit": 1000,
+    "catch_up": False,
+    "time_zone": SCHEDULER_TIMEZONE,
+    "ack_failures": True,
+    "label": "Task queue",
+    # Needed by django-q2 when a cluster is started with Q_CLUSTER_NAME.
+    "ALT_CLUSTERS": {},
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 1
+
+# --- Jobs platform ---------------------------------------------------------
+JOBS_API_TOKEN = env("JOBS_API_TOKEN", default="")
+# Route queues to their own clusters, e.g. "critical=critical,low=low"; a
+# queue not listed runs on the default cluster.
+JOBS_QUEUE_CLUSTERS = env.dict("JOBS_QUEUE_CLUSTERS", default={})
+JOBS_HEARTBEAT_SECONDS = env.int("JOBS_HEARTBEAT_SECONDS", default=15)
+JOBS_STALE_AFTER_SECONDS = env.int("JOBS_STALE_AFTER_SECONDS", default=120)
+JOBS_OVERDUE_GRACE_SECONDS = env.int("JOBS_OVERDUE_GRACE_SECONDS", default=300)
+JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
+    "JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS", default=180
+)
+
+# --- Business settings ----------------------------------------------------------
+SUBSCRIPTION_GRACE_PERIOD_DAYS = env.int("SUBSCRIPTION_GRACE_PERIOD_DAYS", default=7)
+EXPIRY_SAFETY_LIMIT_PERCENT = env.float("EXPIRY_SAFETY_LIMIT_PERCENT", default=20.0)
+
+# --- Auth, i18n, static ----------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
+LOGIN_URL = "admin:login"
+
+# --- Logging: one line per record, with job, run and tenant when known ------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"job_context": {"()": "jobs.logging.JobContextFilter"}},
+    "formatters": {
+        "structured": {
+            "format": "%(asctime)s %(levelname)s %(name)s job=%(job)s "
+            "run=%(run_id)s tenant=%(tenant)s %(message)s"
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "structured",
+            "filters": ["job_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

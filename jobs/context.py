@@ -1,0 +1,94 @@
+"""What a job is handed: its slot, tenant, params, and ways to report back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F
+from django.utils import timezone
+
+from jobs.models import JobItemFailure, JobRun
+
+COUNT_FIELDS = ("processed", "succeeded", "failed", "skipped")
+PROGRESS_WRITE_INTERVAL = 1.0  # seconds between progress writes to the database
+
+
+class JobAborted(Exception):
+    """Raised by a job that decided to stop and change nothing (e.g. a guard).
+
+    The run ends `failed` with this message and the summary given.
+    """
+
+    def __init__(self, message: str, *, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+class JobContext:
+    def __init__(
+        self,
+        *,
+        run: JobRun,
+        tenant: Any,
+        params: dict[str, Any],
+        resume_state: Any = None,
+        on_progress: Callable[[int, int | None], None] | None = None,
+    ) -> None:
+        self.run = run
+        self.job = run.job
+        self.slot: datetime = run.slot or run.created_at
+        self.tenant = tenant
+        self.tenant_key: str = run.tenant
+        self.dry_run: bool = run.dry_run
+        self.params = params
+        self.resume_state = resume_state
+        self.only_items: set[str] | None = (
+            set(run.only_items) if run.only_items is not None else None
+        )
+        self.counts = dict.fromkeys(COUNT_FIELDS, 0)
+        self.log = logging.getLogger(f"jobs.run.{run.job}")
+        self._on_progress = on_progress
+        self._last_progress_write = 0.0
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        if self._on_progress:
+            self._on_progress(done, total)
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if final or now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL:
+            self._last_progress_write = now
+            JobRun.objects.filter(pk=self.run.pk).update(
+                progress_done=done, progress_total=total, heartbeat_at=timezone.now()
+            )
+
+    def count(self, **n: int) -> None:
+        """Add to the run's counts (processed, succeeded, failed, skipped)."""
+        for key, value in n.items():
+            if key not in self.counts:
+                raise ValueError(f"unknown count {key!r}; use one of {COUNT_FIELDS}")
+            self.counts[key] += value
+
+    def item_failed(self, key: Any, error: Any) -> None:
+        """Record one item's failure; the run goes on and ends `partial`."""
+        key = str(key)[:200]
+        message = str(error) or type(error).__name__
+        self.counts["failed"] += 1
+        self.log.warning("item %s failed: %s", key, message)
+        updated = JobItemFailure.objects.filter(run=self.run, item_key=key).update(
+            error=message, attempts=F("attempts") + 1
+        )
+        if not updated:
+            JobItemFailure.objects.create(run=self.run, item_key=key, error=message)
+
+    def should_process(self, key: Any) -> bool:
+        """False for items outside a "rerun failed items" selection."""
+        return self.only_items is None or str(key) in self.only_items
+
+    def checkpoint(self, state: Any) -> None:
+        """Persist resumable state now, so a rerun after a crash continues."""
+        JobRun.objects.filter(pk=self.run.pk).update(checkpoint=state, heartbeat_at=timezone.now())
+        self.run.checkpoint = state

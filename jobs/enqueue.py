@@ -1,0 +1,112 @@
+"""Hand a run to the cluster: record it as `queued`, then enqueue its task.
+
+The admin, the API and reruns go through here; the scheduler goes through
+django-q2's Schedule rows and `jobs.runner.run_scheduled`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django_q.tasks import async_task
+
+from jobs.models import JobAction, JobRun, Trigger
+from jobs.params import coerce_params, params_to_json
+from jobs.registry import JobSpec, get_job
+from jobs.tenants import resolve
+
+
+def cluster_for(spec: JobSpec) -> str | None:
+    """The django-q2 cluster serving the job's queue (JOBS_QUEUE_CLUSTERS)."""
+    return settings.JOBS_QUEUE_CLUSTERS.get(spec.queue)
+
+
+def q_options(spec: JobSpec) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeout": spec.timeout, "group": spec.name}
+    cluster = cluster_for(spec)
+    if cluster:
+        options["cluster"] = cluster
+    return options
+
+
+def enqueue_run(
+    name: str,
+    *,
+    tenant: str = "",
+    params: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    trigger: str = Trigger.API,
+    triggered_by: str = "",
+    idempotency_key: str | None = None,
+    rerun_of: JobRun | None = None,
+    only_items: list[str] | None = None,
+) -> tuple[JobRun, bool]:
+    """Validate and enqueue. Returns (run, created); a repeated idempotency key
+    returns the first run with created=False. Raises ValueError/LookupError
+    subclasses for bad input, before anything is written."""
+    spec = get_job(name)
+    coerced = coerce_params(spec.params, params or {})
+    resolve(tenant)
+    if idempotency_key:
+        existing = JobRun.objects.filter(idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    try:
+        with transaction.atomic():
+            run = JobRun.objects.create(
+                job=spec.name,
+                tenant=tenant,
+                params=params_to_json(coerced),
+                dry_run=dry_run,
+                trigger=trigger,
+                triggered_by=triggered_by,
+                queue=spec.queue,
+                idempotency_key=idempotency_key or None,
+                rerun_of=rerun_of,
+                only_items=only_items,
+            )
+            JobAction.objects.create(
+                actor=triggered_by or trigger,
+                action="rerun" if rerun_of else ("dry_run" if dry_run else "run"),
+                job=spec.name,
+                run=run,
+                detail={"trigger": trigger, "tenant": tenant, "params": run.params},
+            )
+            transaction.on_commit(lambda: _send(spec, run))
+    except IntegrityError:
+        if idempotency_key:
+            return JobRun.objects.get(idempotency_key=idempotency_key), False
+        raise
+    return run, True
+
+
+def _send(spec: JobSpec, run: JobRun) -> None:
+    task_id = async_task(
+        "jobs.runner.execute_queued",
+        run.pk,
+        task_name=f"{spec.name}#{run.pk}",
+        q_options=q_options(spec),
+    )
+    JobRun.objects.filter(pk=run.pk).update(task_id=task_id or "")
+    run.task_id = task_id or ""
+
+
+def rerun(run: JobRun, *, actor: str, trigger: str, failed_items_only: bool = False) -> JobRun:
+    only = None
+    if failed_items_only:
+        only = list(run.failures.values_list("item_key", flat=True))
+        if not only:
+            raise ValueError(f"run #{run.pk} has no failed items to rerun")
+    new_run, _ = enqueue_run(
+        run.job,
+        tenant=run.tenant,
+        params=run.params,
+        dry_run=run.dry_run,
+        trigger=trigger,
+        triggered_by=actor,
+        rerun_of=run,
+        only_items=only,
+    )
+    return new_run

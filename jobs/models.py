@@ -1,0 +1,201 @@
+"""What the platform remembers about job runs and schedules.
+
+`JobRun` is Spring Batch's JobExecution: one row per attempt to run a job,
+whatever triggered it. Two partial unique indexes do the coordination work
+across processes and machines, on SQLite and PostgreSQL alike:
+
+* one row per (job, tenant, slot) — a scheduled slot runs at most once;
+* one `running` row per (job, tenant) — the same job never runs twice at once
+  for the same tenant.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+FINISHED_STATUSES = (
+    RunStatus.SUCCEEDED,
+    RunStatus.PARTIAL,
+    RunStatus.FAILED,
+    RunStatus.SKIPPED,
+)
+
+
+class Trigger(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    CLI = "cli", "CLI"
+
+
+class JobRun(models.Model):
+    job = models.CharField(max_length=100, db_index=True)
+    # The tenant's key ("" = all tenants). A string, so the platform knows no
+    # business model and the unique indexes below never meet a NULL.
+    tenant = models.CharField(max_length=100, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    dry_run = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    triggered_by = models.CharField(max_length=150, blank=True, default="")
+    slot = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    queue = models.CharField(max_length=50, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(null=True, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    checkpoint = models.JSONField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    # Set by "rerun failed items": the job only touches these item keys.
+    only_items = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "tenant", "slot"],
+                condition=Q(slot__isnull=False),
+                name="jobrun_one_per_slot",
+            ),
+            models.UniqueConstraint(
+                fields=["job", "tenant"],
+                condition=Q(status="running"),
+                name="jobrun_one_running",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[s.value for s in RunStatus],
+                ),
+                name="jobrun_status_valid",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["job", "status", "-finished_at"]),
+            models.Index(fields=["status", "heartbeat_at"]),
+        ]
+        permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
+
+    def __str__(self) -> str:
+        who = f" [{self.tenant}]" if self.tenant else ""
+        return f"{self.job}{who} #{self.pk} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "processed": self.processed,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
+
+
+class JobItemFailure(models.Model):
+    run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="failures")
+    item_key = models.CharField(max_length=200)
+    error = models.TextField()
+    attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "item_key"], name="jobitemfailure_one_per_item")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.item_key}: {self.error[:80]}"
+
+
+class ScheduleState(models.Model):
+    """The platform's side of a django-q2 Schedule: which job, and pause state.
+
+    `synced_cron` is the cron `sync_schedules` last wrote; when the Schedule's
+    cron differs from it, staff edited it and sync leaves it alone.
+    """
+
+    schedule = models.OneToOneField(
+        "django_q.Schedule", on_delete=models.CASCADE, related_name="state"
+    )
+    job = models.CharField(max_length=100, unique=True)
+    synced_cron = models.CharField(max_length=100, blank=True, default="")
+    paused = models.BooleanField(default=False)
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True, default="")
+    resumed_by = models.CharField(max_length=150, blank=True, default="")
+    resumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(paused=False) | ~Q(pause_reason=""),
+                name="schedulestate_pause_needs_reason",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} ({'paused' if self.paused else 'active'})"
+
+
+class JobAction(models.Model):
+    """Who did what to which job, from the admin, API or CLI."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=150)
+    action = models.CharField(max_length=50)
+    job = models.CharField(max_length=100, db_index=True)
+    run = models.ForeignKey(JobRun, null=True, blank=True, on_delete=models.SET_NULL)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.job}"
+
+
+class ClusterHeartbeat(models.Model):
+    """Written by a tiny scheduled task, so health sees a cluster that works."""
+
+    cluster = models.CharField(max_length=100, unique=True)
+    host = models.CharField(max_length=255, blank=True, default="")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.cluster} @ {self.seen_at:%Y-%m-%d %H:%M:%S}"

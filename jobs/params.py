@@ -1,0 +1,233 @@
+"""Job parameters, typed from the job function's signature.
+
+A job is `def job(ctx, *, name: type = default, ...)`. Values arrive as JSON
+(API), strings (CLI `--param k=v`, schedule kwargs) or Python objects; each is
+coerced to the declared type or refused with a message naming the parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils.dateparse import parse_date, parse_datetime
+
+SUPPORTED_TYPES = (str, int, float, bool, Decimal, date, datetime)
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+class ParamError(ValueError):
+    """A parameter was unknown, missing or of the wrong type."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type
+    default: Any = inspect.Parameter.empty
+    optional: bool = False  # None is an accepted value
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    def describe(self) -> dict[str, Any]:
+        default = None if self.required else _jsonable(self.default)
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "required": self.required,
+            "default": default,
+        }
+
+
+def params_from_signature(func) -> tuple[Param, ...]:
+    """Read keyword-only parameters after the context argument."""
+    signature = inspect.signature(func)
+    hints = typing.get_type_hints(func)
+    found = []
+    for i, p in enumerate(signature.parameters.values()):
+        if i == 0:
+            continue  # the JobContext
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{func.__qualname__}: job parameter {p.name!r} must be keyword-only")
+        annotation = hints.get(p.name)
+        if annotation is None:
+            raise TypeError(f"{func.__qualname__}: parameter {p.name!r} needs a type")
+        base, optional = _unwrap_optional(annotation)
+        if base not in SUPPORTED_TYPES:
+            raise TypeError(
+                f"{func.__qualname__}: parameter {p.name!r} has unsupported type {annotation!r}"
+            )
+        found.append(Param(p.name, base, p.default, optional))
+    return tuple(found)
+
+
+def _unwrap_optional(annotation) -> tuple[type, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def coerce_params(declared: tuple[Param, ...], values: dict[str, Any]) -> dict:
+    """Validate and convert `values`; defaults are left to the function."""
+    if not isinstance(values, dict):
+        raise ParamError("params must be an object of name: value")
+    by_name = {p.name: p for p in declared}
+    unknown = sorted(set(values) - set(by_name))
+    if unknown:
+        known = ", ".join(sorted(by_name)) or "none"
+        raise ParamError(
+            f"unknown parameter {unknown[0]!r} (this job takes: {known})",
+            param=unknown[0],
+        )
+    result = {}
+    for p in declared:
+        if p.name in values:
+            result[p.name] = coerce_value(p, values[p.name])
+        elif p.required:
+            raise ParamError(f"missing required parameter {p.name!r}", param=p.name)
+    return result
+
+
+def coerce_value(p: Param, value: Any) -> Any:
+    if value is None:
+        if p.optional:
+            return None
+        raise ParamError(f"parameter {p.name!r} may not be null", param=p.name)
+    try:
+        return _CONVERTERS[p.type](value)
+    except (TypeError, ValueError, InvalidOperation, OverflowError):
+        raise ParamError(
+            f"parameter {p.name!r} must be {_article(p.type)}, got {value!r}"[:300],
+            param=p.name,
+        ) from None
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise TypeError(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        result = float(value.strip())
+    else:
+        raise TypeError(value)
+    if result != result or result in (float("inf"), float("-inf")):
+        raise ValueError(value)
+    return result
+
+
+def _to_decimal(value: Any) -> Decimal:
+    if isinstance(value, (bool, float)):
+        raise TypeError(value)
+    result = Decimal(str(value).strip())
+    if not result.is_finite():
+        raise ValueError(value)
+    return result
+
+
+def _to_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _to_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        parsed = parse_date(value.strip())
+        if parsed:
+            return parsed
+    raise ValueError(value)
+
+
+def _to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = parse_datetime(text)
+        if parsed is None:
+            raise ValueError(value)
+    else:
+        raise TypeError(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+_CONVERTERS = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    Decimal: _to_decimal,
+    str: _to_str,
+    date: _to_date,
+    datetime: _to_datetime,
+}
+
+
+def _article(t: type) -> str:
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean (true/false)",
+        Decimal: "a decimal number",
+        str: "a string",
+        date: "a date (YYYY-MM-DD)",
+        datetime: "a datetime (ISO 8601)",
+    }[t]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def params_to_json(values: dict[str, Any]) -> dict[str, Any]:
+    """Coerced params as stored on JobRun.params (and read back by coerce)."""
+    return {k: _jsonable(v) for k, v in values.items()}

@@ -1,0 +1,99 @@
+"""The one list of jobs. The CLI, the API, the admin and sync_schedules read it.
+
+Business apps declare jobs in their `jobs.py`, imported from `AppConfig.ready`:
+
+    @job("subscriptions.expire", schedule="0 * * * *", queue="critical")
+    def expire(ctx: JobContext, *, grace_days: int | None = None) -> dict: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs.cron import normalize_cron
+from jobs.params import Param, params_from_signature
+
+QUEUES = ("critical", "normal", "low", "default")
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    func: Callable[..., Any]
+    schedule: str | None  # normalized cron, or None for on-demand jobs
+    queue: str
+    timeout: int
+    description: str
+    params: tuple[Param, ...] = field(default=())
+    supports_item_rerun: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schedule": self.schedule,
+            "queue": self.queue,
+            "timeout": self.timeout,
+            "params": [p.describe() for p in self.params],
+            "supports_item_rerun": self.supports_item_rerun,
+        }
+
+
+_REGISTRY: dict[str, JobSpec] = {}
+
+
+def job(
+    name: str,
+    *,
+    schedule: str | None = None,
+    queue: str = "default",
+    timeout: int = 600,
+    supports_item_rerun: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first."""
+    if queue not in QUEUES:
+        raise ValueError(f"job {name}: queue must be one of {QUEUES}, not {queue!r}")
+    if "." not in name:
+        raise ValueError(f"job name {name!r} must be dotted, as app.job")
+    cron = normalize_cron(schedule) if schedule else None
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _REGISTRY.get(name)
+        if existing and existing.func.__qualname__ != func.__qualname__:
+            raise ValueError(f"job {name!r} is declared twice")
+        doc = (func.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = JobSpec(
+            name=name,
+            func=func,
+            schedule=cron,
+            queue=queue,
+            timeout=timeout,
+            description=doc[0] if doc else "",
+            params=params_from_signature(func),
+            supports_item_rerun=supports_item_rerun,
+        )
+        return func
+
+    return register
+
+
+def get_job(name: str) -> JobSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownJob(f"unknown job {name!r}") from None
+
+
+def all_jobs() -> list[JobSpec]:
+    return sorted(_REGISTRY.values(), key=lambda spec: spec.name)
+
+
+def unregister(name: str) -> None:
+    """For tests that declare throwaway jobs."""
+    _REGISTRY.pop(name, None)

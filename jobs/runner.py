@@ -1,0 +1,331 @@
+"""The one entry point that runs every job, whatever triggered it.
+
+`run_job` validates, claims the run (slot and concurrency are enforced by the
+database's unique indexes on JobRun), calls the job with a context, and
+records the outcome. No exception from a job escapes without a record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from jobs.context import JobAborted, JobContext
+from jobs.logging import job_log_context
+from jobs.models import JobRun, RunStatus, ScheduleState, Trigger
+from jobs.params import coerce_params, params_to_json
+from jobs.registry import JobSpec, get_job
+from jobs.tenants import resolve
+
+logger = logging.getLogger(__name__)
+
+
+def stale_cutoff() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.JOBS_STALE_AFTER_SECONDS)
+
+
+def run_job(
+    name: str,
+    *,
+    tenant: str = "",
+    params: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    trigger: str = Trigger.CLI,
+    triggered_by: str = "",
+    slot: datetime | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> JobRun:
+    """Run a job now, in this process. Bad name, tenant or params raise before
+    anything is recorded (ValueError/LookupError subclasses)."""
+    spec = get_job(name)
+    coerced = coerce_params(spec.params, params or {})
+    resolve(tenant)
+    run = JobRun(
+        job=spec.name,
+        tenant=tenant,
+        params=params_to_json(coerced),
+        dry_run=dry_run,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        slot=slot,
+        queue=spec.queue,
+    )
+    return _claim_and_execute(spec, run, on_progress=on_progress)
+
+
+def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | None:
+    """django-q2 Schedule target. `slot` comes from `intended_date_kwarg`."""
+    close_old_connections()
+    slot_at = datetime.fromisoformat(slot) if slot else timezone.now()
+    try:
+        spec = get_job(job)
+    except LookupError:
+        logger.error("schedule names unknown job %r; nothing run", job)
+        return None
+    run = JobRun(
+        job=spec.name,
+        tenant=tenant,
+        trigger=Trigger.SCHEDULE,
+        triggered_by="scheduler",
+        slot=slot_at,
+        queue=spec.queue,
+    )
+    reason = _schedule_blocked_reason(spec.name)
+    if reason:
+        run.status = RunStatus.SKIPPED
+        run.error = reason
+        run.finished_at = timezone.now()
+        try:
+            with transaction.atomic():
+                run.save()
+        except IntegrityError:
+            return None  # this slot was already recorded
+        logger.info("slot %s of %s skipped: %s", slot_at, spec.name, reason)
+        return run.pk
+    return _claim_and_execute(spec, run).pk
+
+
+def execute_queued(run_id: int) -> int:
+    """django-q2 task target for runs enqueued by the admin or the API."""
+    close_old_connections()
+    run = JobRun.objects.get(pk=run_id)
+    if run.status != RunStatus.QUEUED:
+        logger.info("run %s is %s, not queued; not run again", run_id, run.status)
+        return run.pk
+    return _claim_and_execute(get_job(run.job), run).pk
+
+
+def _schedule_blocked_reason(job: str) -> str:
+    if not settings.BACKGROUND_JOBS_ENABLED:
+        return "background jobs are disabled (BACKGROUND_JOBS_ENABLED=false)"
+    state = ScheduleState.objects.filter(job=job, paused=True).first()
+    if state:
+        return f"schedule paused by {state.paused_by}: {state.pause_reason}"
+    return ""
+
+
+def _claim_and_execute(
+    spec: JobSpec,
+    run: JobRun,
+    *,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> JobRun:
+    if run.pk is None:
+        try:
+            with transaction.atomic():
+                run.save()
+        except IntegrityError:
+            taken_over = _take_over_abandoned_slot(run)
+            if taken_over is None:
+                existing = JobRun.objects.get(job=run.job, tenant=run.tenant, slot=run.slot)
+                logger.info(
+                    "slot %s of %s already has run #%s (%s); not run again",
+                    run.slot,
+                    run.job,
+                    existing.pk,
+                    existing.status,
+                )
+                return existing
+            run = taken_over
+    if run.status != RunStatus.RUNNING and not _mark_running(run):
+        return run
+    return _execute(spec, run, on_progress=on_progress)
+
+
+def _take_over_abandoned_slot(run: JobRun) -> JobRun | None:
+    """A redelivered task for a slot whose worker died continues that run."""
+    claimed = JobRun.objects.filter(
+        job=run.job,
+        tenant=run.tenant,
+        slot=run.slot,
+        status=RunStatus.RUNNING,
+        heartbeat_at__lt=stale_cutoff(),
+    ).update(heartbeat_at=timezone.now(), attempts=F("attempts") + 1)
+    if not claimed:
+        return None
+    taken = JobRun.objects.get(job=run.job, tenant=run.tenant, slot=run.slot)
+    logger.warning("run #%s was abandoned by its worker; continuing it", taken.pk)
+    return taken
+
+
+def _mark_running(run: JobRun) -> bool:
+    """Move a queued run to running; False (and the run skipped) if another
+    run of the same job and tenant holds the running slot."""
+    for _ in range(2):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                JobRun.objects.filter(pk=run.pk).update(
+                    status=RunStatus.RUNNING,
+                    started_at=now,
+                    heartbeat_at=now,
+                    attempts=F("attempts") + 1,
+                )
+        except IntegrityError:
+            holder = (
+                JobRun.objects.filter(job=run.job, tenant=run.tenant, status=RunStatus.RUNNING)
+                .exclude(pk=run.pk)
+                .first()
+            )
+            if holder and _fail_if_abandoned(holder):
+                continue
+            reason = (
+                f"already running: run #{holder.pk} "
+                f"started {holder.started_at:%Y-%m-%d %H:%M:%S} UTC"
+                if holder
+                else "already running"
+            )
+            JobRun.objects.filter(pk=run.pk).update(
+                status=RunStatus.SKIPPED, error=reason, finished_at=timezone.now()
+            )
+            run.refresh_from_db()
+            logger.info("run #%s of %s skipped: %s", run.pk, run.job, reason)
+            return False
+        run.refresh_from_db()
+        return True
+    return False
+
+
+def _fail_if_abandoned(holder: JobRun) -> bool:
+    return bool(
+        JobRun.objects.filter(
+            pk=holder.pk, status=RunStatus.RUNNING, heartbeat_at__lt=stale_cutoff()
+        ).update(
+            status=RunStatus.FAILED,
+            finished_at=timezone.now(),
+            error="abandoned: its worker stopped sending heartbeats",
+        )
+    )
+
+
+def _resume_state(run: JobRun) -> Any:
+    if run.checkpoint is not None:
+        return run.checkpoint  # a taken-over slot continues its own run
+    if run.rerun_of_id:
+        return run.rerun_of.checkpoint
+    last_good = (
+        JobRun.objects.filter(
+            job=run.job,
+            tenant=run.tenant,
+            status__in=[RunStatus.SUCCEEDED, RunStatus.PARTIAL],
+        )
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    crashed = JobRun.objects.filter(
+        job=run.job,
+        tenant=run.tenant,
+        dry_run=run.dry_run,
+        status=RunStatus.FAILED,
+        checkpoint__isnull=False,
+    ).exclude(pk=run.pk)
+    if last_good:
+        crashed = crashed.filter(Q(finished_at__gt=last_good) | Q(finished_at__isnull=True))
+    for candidate in crashed.order_by("-created_at")[:5]:
+        if candidate.params == run.params:
+            return candidate.checkpoint
+    return None
+
+
+def _execute(
+    spec: JobSpec,
+    run: JobRun,
+    *,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> JobRun:
+    with job_log_context(job=run.job, run_id=run.pk, tenant=run.tenant):
+        status, error, summary = RunStatus.FAILED, "", {}
+        ctx = None
+        heartbeat = _Heartbeat(run.pk)
+        try:
+            params = coerce_params(spec.params, run.params)
+            ctx = JobContext(
+                run=run,
+                tenant=resolve(run.tenant),
+                params=params,
+                resume_state=_resume_state(run),
+                on_progress=on_progress,
+            )
+            logger.info("started (%s by %s)", run.trigger, run.triggered_by or "-")
+            heartbeat.start()
+            result = spec.func(ctx, **params)
+            summary = dict(result or {})
+            status = RunStatus.PARTIAL if ctx.counts["failed"] else RunStatus.SUCCEEDED
+        except JobAborted as exc:
+            error, summary = str(exc), exc.summary
+            logger.warning("aborted: %s", exc)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
+            logger.exception("failed")
+        finally:
+            heartbeat.stop()
+            counts = ctx.counts if ctx else {}
+            JobRun.objects.filter(pk=run.pk).update(
+                status=status,
+                finished_at=timezone.now(),
+                error=error,
+                summary=_jsonable(summary),
+                **counts,
+            )
+        run.refresh_from_db()
+        logger.info(
+            "finished %s: processed=%s succeeded=%s failed=%s skipped=%s",
+            run.status,
+            run.processed,
+            run.succeeded,
+            run.failed,
+            run.skipped,
+        )
+        return run
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+class _Heartbeat:
+    """Refreshes `heartbeat_at` while a run works, so a dead worker is noticed.
+
+    Off when JOBS_HEARTBEAT_SECONDS is 0, and inside an open transaction (a
+    second connection could not see the uncommitted run).
+    """
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.interval = settings.JOBS_HEARTBEAT_SECONDS
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval <= 0 or connection.in_atomic_block:
+            return
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-run-{self.run_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                JobRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

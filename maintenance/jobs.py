@@ -1,0 +1,1 @@
+"""Jobs of this app: thin entry points that call services."""

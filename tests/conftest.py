@@ -1,0 +1,69 @@
+"""Shared fixtures: throwaway jobs, draining the broker in-process, DB checks."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.utils.module_loading import import_string
+from django_q.brokers import get_broker
+from django_q.signing import SignedPackage
+
+from jobs import registry
+
+
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" in engine:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL (see .ci/run)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def register_job():
+    """Declare jobs for one test; they are removed afterwards."""
+    names = []
+
+    def _register(name: str, **options):
+        def decorator(func):
+            registry.job(name, **options)(func)
+            names.append(name)
+            return func
+
+        return decorator
+
+    yield _register
+    for name in names:
+        registry.unregister(name)
+
+
+def run_queued_tasks(max_tasks: int = 100) -> int:
+    """Execute what is waiting in the broker, in this process (a worker's job)."""
+    broker = get_broker()
+    ran = 0
+    while ran < max_tasks:
+        tasks = broker.dequeue()
+        if not tasks:
+            break
+        for ack_id, payload in tasks:
+            task = SignedPackage.loads(payload)
+            func = task["func"]
+            if isinstance(func, str):
+                func = import_string(func)
+            func(*task.get("args", ()), **task.get("kwargs", {}))
+            broker.acknowledge(ack_id)
+            ran += 1
+    return ran
+
+
+@pytest.fixture
+def drain_queue():
+    return run_queued_tasks
