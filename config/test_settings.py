@@ -2,6 +2,7 @@
 
 import os
 
+os.environ["ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("JOBS_API_TOKEN", "test-api-token")
 # Tests drive heartbeats by hand; a background thread would race them.

@@ -180,7 +180,7 @@ def _to_date(value: Any) -> date:
     raise ValueError(value)
 
 
-def _to_datetime(value: Any) -> datetime:
+def to_utc_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -204,7 +204,7 @@ _CONVERTERS = {
     Decimal: _to_decimal,
     str: _to_str,
     date: _to_date,
-    datetime: _to_datetime,
+    datetime: to_utc_datetime,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -66,7 +66,6 @@ def run_job(
 
 def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | None:
     """django-q2 Schedule target. `slot` comes from `intended_date_kwarg`."""
-    close_old_connections()
     slot_at = datetime.fromisoformat(slot) if slot else timezone.now()
     try:
         spec = get_job(job)
@@ -98,7 +97,6 @@ def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | 
 
 def execute_queued(run_id: int) -> int:
     """django-q2 task target for runs enqueued by the admin or the API."""
-    close_old_connections()
     run = JobRun.objects.get(pk=run_id)
     if run.status != RunStatus.QUEUED:
         logger.info("run %s is %s, not queued; not run again", run_id, run.status)

@@ -50,6 +50,8 @@ def run_queued_tasks(max_tasks: int = 100) -> int:
     broker = get_broker()
     ran = 0
     while ran < max_tasks:
+        if not broker.queue_size():  # dequeue() on an empty queue sleeps
+            break
         tasks = broker.dequeue()
         if not tasks:
             break

@@ -1,0 +1,56 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_bench
+PG_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice
+PG_TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+
+.PHONY: run setup test test-pg lint format bench clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# A local .env with a fresh secret, an API token and the admin password.
+.env:
+	@$(PYTHON) -c "import secrets; print(f'DEBUG=true\nSECRET_KEY={secrets.token_urlsafe(50)}\nJOBS_API_TOKEN={secrets.token_urlsafe(32)}\nADMIN_PASSWORD={secrets.token_urlsafe(12)}')" > .env
+	@echo "wrote .env (DEBUG=true, a new SECRET_KEY, JOBS_API_TOKEN and ADMIN_PASSWORD)"
+
+setup: $(VENV)/.runtime .env
+	set -a && . ./.env && set +a && \
+	$(PY) manage.py migrate --no-input -v 0 && \
+	$(PY) manage.py ensure_admin && \
+	$(PY) manage.py seed_demo && \
+	$(PY) manage.py sync_schedules
+
+run: setup
+	PORT=$(PORT) bin/serve
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+# The same suite on PostgreSQL with the Redis broker (what .ci/run also does).
+test-pg: $(VENV)/.dev
+	DATABASE_URL=$(PG_TEST_DATABASE_URL) REDIS_URL=$(PG_TEST_REDIS_URL) $(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.dev
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) db.sqlite3 db.sqlite3-* .pytest_cache
