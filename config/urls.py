@@ -6,7 +6,7 @@ from jobs import health, metrics
 urlpatterns = [
     path("admin/jobs/", include("jobs.admin_urls")),
     path("admin/", admin.site.urls),
-    path("api/jobs", include("jobs.api_urls")),
+    path("api/", include("jobs.api_urls")),
     path("health/", health.health_view, name="health"),
     path("metrics", metrics.metrics_view, name="metrics"),
 ]

@@ -161,6 +161,8 @@ class ScheduleState(models.Model):
     resumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "job schedule"
+        verbose_name_plural = "job schedules"
         constraints = [
             models.CheckConstraint(
                 condition=Q(paused=False) | ~Q(pause_reason=""),

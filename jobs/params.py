@@ -127,16 +127,21 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(value)
 
 
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # what a database BIGINT holds
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError(value)
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        return int(value.strip())
-    raise TypeError(value)
+        value = int(value)
+    elif isinstance(value, str) and len(value) <= 25:
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise TypeError(value)
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(value)
+    return value
 
 
 def _to_float(value: Any) -> float:
@@ -210,7 +215,7 @@ _CONVERTERS = {
 
 def _article(t: type) -> str:
     return {
-        int: "an integer",
+        int: "an integer (64-bit)",
         float: "a number",
         bool: "a boolean (true/false)",
         Decimal: "a decimal number",

@@ -132,6 +132,30 @@ def resume(job: str, *, actor: str) -> ScheduleState:
     return state
 
 
+def set_cron(job: str, cron: str, *, actor: str) -> ScheduleState:
+    """Staff's change of a schedule: validated, normalized and recorded.
+
+    From then on `sync_schedules` sees the schedule as edited and keeps it.
+    """
+    cron = normalize_cron(cron)
+    with transaction.atomic():
+        state = _state_for_update(job)
+        schedule = state.schedule
+        if cron == schedule.cron:
+            return state
+        previous = schedule.cron
+        schedule.cron = cron
+        update = ["cron"]
+        if not state.paused:  # resume sets next_run for a paused schedule
+            schedule.next_run = next_runs(cron, after=timezone.now(), count=1)[0]
+            update.append("next_run")
+        schedule.save(update_fields=update)
+        JobAction.objects.create(
+            actor=actor, action="edit_cron", job=job, detail={"from": previous, "to": cron}
+        )
+    return state
+
+
 def _state_for_update(job: str) -> ScheduleState:
     try:
         return ScheduleState.objects.select_for_update().select_related("schedule").get(job=job)

@@ -98,3 +98,14 @@ def test_positional_job_parameters_are_rejected_at_declaration():
 
     with pytest.raises(TypeError, match="keyword-only"):
         params_from_signature(bad)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, "9" * 30, 1e30])
+def test_integers_beyond_64_bits_are_refused(value):
+    with pytest.raises(ParamError, match="'count' must be an integer"):
+        coerce_params(PARAMS, {"count": value})
+
+
+def test_64_bit_bounds_are_accepted():
+    assert coerce_params(PARAMS, {"count": 2**63 - 1}) == {"count": 2**63 - 1}
+    assert coerce_params(PARAMS, {"count": str(-(2**63))}) == {"count": -(2**63)}

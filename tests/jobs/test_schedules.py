@@ -152,3 +152,17 @@ def test_upcoming_lists_the_next_five_runs(hourly):
     assert len(runs) == 5
     assert all(r.minute == 0 and r.second == 0 for r in runs)
     assert all((b - a) == timedelta(hours=1) for a, b in itertools.pairwise(runs))
+
+
+def test_staff_cron_edit_is_normalized_recorded_and_kept_by_sync(hourly):
+    from jobs.cron import CronError
+    from jobs.schedules import set_cron
+
+    sync_schedules()
+    with pytest.raises(CronError):
+        set_cron("tests.hourly", "61 * * * *", actor="alice")
+    set_cron("tests.hourly", "0 30 * * * *", actor="alice")
+    assert Schedule.objects.get(name="tests.hourly").cron == "30 * * * *"
+    action = JobAction.objects.get(action="edit_cron")
+    assert (action.actor, action.detail) == ("alice", {"from": "0 * * * *", "to": "30 * * * *"})
+    assert actions(sync_schedules())["tests.hourly"] == "kept"

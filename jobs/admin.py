@@ -1,0 +1,488 @@
+"""The jobs admin: schedules, runs and the record of who did what.
+
+Schedules are shown through ScheduleState (one per job, beside its django-q2
+Schedule), so the page speaks of jobs rather than of django-q2 rows. Runs and
+actions are read-only: they are history. Acting needs `jobs.run_job`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
+from django_q.models import Schedule, Task
+
+from jobs import admin_views
+from jobs.forms import PauseForm, ScheduleStateForm
+from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState
+from jobs.registry import all_jobs
+from jobs.schedules import set_cron, upcoming
+from jobs.selectors import schedules_with_last_run
+
+# The index and the changelist call them job schedules; ScheduleState is an
+# implementation name. (Better in ScheduleState.Meta, which the admin does not own.)
+
+STATUS_COLOURS = {
+    RunStatus.QUEUED: "#666",
+    RunStatus.RUNNING: "#205493",
+    RunStatus.SUCCEEDED: "#2e7d32",
+    RunStatus.PARTIAL: "#b26a00",
+    RunStatus.FAILED: "#ba2121",
+    RunStatus.SKIPPED: "#666",
+}
+
+
+def status_html(status: str | None) -> str:
+    """Coloured, so a failing run stands out in a long list."""
+    if not status:
+        return "-"
+    return format_html(
+        '<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(status, "#666"), status
+    )
+
+
+def run_link(run_id: int | None, status: str | None = None) -> str:
+    """Takes an id, not a run, so annotated querysets need no extra query."""
+    if not run_id:
+        return "-"
+    url = reverse("admin:jobs_jobrun_change", args=[run_id])
+    if status is None:
+        return format_html('<a href="{}">#{}</a>', url, run_id)
+    return format_html('<a href="{}">#{}</a> {}', url, run_id, status_html(status))
+
+
+def pretty_json(value: Any) -> str:
+    """Indented, because params and summaries are read, not parsed."""
+    return format_html(
+        '<pre style="margin:0;white-space:pre-wrap">{}</pre>',
+        json.dumps(value, indent=2, sort_keys=True, default=str),
+    )
+
+
+def jobs_banner_context() -> dict[str, Any]:
+    """Feeds the "scheduled jobs are off" banner shared by the jobs pages."""
+    return {"background_jobs_enabled": settings.BACKGROUND_JOBS_ENABLED}
+
+
+class RunJobPermissionMixin:
+    """Makes `@admin.action(permissions=["run_job"])` mean `jobs.run_job`."""
+
+    def has_run_job_permission(self, request: HttpRequest) -> bool:
+        return admin_views.can_act(request.user)
+
+
+# --- Schedules -------------------------------------------------------------------
+
+
+@admin.register(ScheduleState)
+class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
+    form = ScheduleStateForm
+    change_list_template = "admin/jobs/schedulestate/change_list.html"
+    change_form_template = "admin/jobs/schedulestate/change_form.html"
+    list_display = ["job", "cron", "next_runs", "last_run", "pause_state"]
+    list_filter = ["paused"]
+    search_fields = ["job"]
+    ordering = ["job"]
+    actions = ["run_now", "dry_run", "pause_schedules", "resume_schedules"]
+    fieldsets = [
+        (None, {"fields": ["job", "cron", "next_runs", "last_run"]}),
+        (
+            "Pause",
+            {"fields": ["pause_state", "paused_at", "pause_reason", "resumed_by", "resumed_at"]},
+        ),
+        ("django-q2", {"fields": ["schedule_link", "synced_cron"]}),
+    ]
+    readonly_fields = [
+        "job",
+        "next_runs",
+        "last_run",
+        "pause_state",
+        "paused_at",
+        "pause_reason",
+        "resumed_by",
+        "resumed_at",
+        "schedule_link",
+        "synced_cron",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduleState]:
+        return schedules_with_last_run()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # `manage.py sync_schedules` creates schedules from the registry
+
+    def has_delete_permission(self, request: HttpRequest, obj: ScheduleState | None = None) -> bool:
+        return False  # `sync_schedules --prune` removes them with their job
+
+    @admin.display(description="cron")
+    def cron(self, obj: ScheduleState) -> str:
+        return obj.schedule.cron or "-"
+
+    @admin.display(description="next 5 runs (UTC)")
+    def next_runs(self, obj: ScheduleState) -> str:
+        times = upcoming(obj.schedule, 5)
+        if not times:
+            return "-"
+        listed = format_html_join(", ", "{}", ((f"{t:%Y-%m-%d %H:%M:%S}",) for t in times))
+        if obj.paused:
+            return format_html("<s>{}</s> (paused)", listed)
+        return listed
+
+    @admin.display(description="last run")
+    def last_run(self, obj: ScheduleState) -> str:
+        run_id = getattr(obj, "last_run_id", None)
+        if run_id is None:
+            return "never run"
+        return format_html(
+            "{} {}", run_link(run_id, obj.last_run_status), f"{obj.last_run_at:%Y-%m-%d %H:%M}"
+        )
+
+    @admin.display(description="paused", ordering="paused")
+    def pause_state(self, obj: ScheduleState) -> str:
+        if not obj.paused:
+            return "active"
+        return format_html(
+            "paused by <strong>{}</strong> since {} UTC: {}",
+            obj.paused_by,
+            f"{obj.paused_at:%Y-%m-%d %H:%M}",
+            obj.pause_reason,
+        )
+
+    @admin.display(description="django-q2 schedule")
+    def schedule_link(self, obj: ScheduleState) -> str:
+        url = reverse("admin:django_q_schedule_change", args=[obj.schedule_id])
+        return format_html(
+            '<a href="{}">{}</a> (next run {})', url, obj.schedule.name, obj.schedule.next_run
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: ScheduleState, form: ScheduleStateForm, change: bool
+    ) -> None:
+        """Store the normalized cron on the Schedule; the next slot follows it."""
+        set_cron(obj.job, form.cleaned_data["cron"], actor=request.user.get_username())
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        context = {**jobs_banner_context(), "title": "Job schedules", **(extra_context or {})}
+        return super().changelist_view(request, extra_context=context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        context = {
+            **jobs_banner_context(),
+            "can_act": admin_views.can_act(request.user),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @admin.action(description="Run now", permissions=["run_job"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[ScheduleState]) -> None:
+        for state in queryset:
+            admin_views.start_run(request, state.job, dry_run=False)
+
+    @admin.action(description="Dry run", permissions=["run_job"])
+    def dry_run(self, request: HttpRequest, queryset: QuerySet[ScheduleState]) -> None:
+        for state in queryset:
+            admin_views.start_run(request, state.job, dry_run=True)
+
+    @admin.action(description="Pause (asks for a reason)", permissions=["run_job"])
+    def pause_schedules(
+        self, request: HttpRequest, queryset: QuerySet[ScheduleState]
+    ) -> HttpResponse | None:
+        """An intermediate page asks for the reason, as the delete action asks to confirm."""
+        form = PauseForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            for state in queryset:
+                admin_views.pause_job(request, state.job, form.cleaned_data["reason"])
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Pause schedules",
+            "form": form,
+            "states": list(queryset),
+            "opts": self.model._meta,
+            "action": "pause_schedules",
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/jobs/pause.html", context)
+
+    @admin.action(description="Resume", permissions=["run_job"])
+    def resume_schedules(self, request: HttpRequest, queryset: QuerySet[ScheduleState]) -> None:
+        paused = [state for state in queryset if state.paused]
+        if not paused:
+            messages.warning(request, "None of the selected schedules is paused.")
+        for state in paused:
+            admin_views.resume_job(request, state.job)
+
+
+class DjangoQScheduleReadOnlyForJobs(DjangoQScheduleAdmin):
+    """django-q2's own Schedule admin, read-only for rows that belong to a job.
+
+    Its cron field takes croniter's order unchecked and knows nothing of pause;
+    job schedules are edited under "Job schedules" instead.
+    """
+
+    def has_change_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        if obj is not None and ScheduleState.objects.filter(schedule=obj).exists():
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        if obj is not None and ScheduleState.objects.filter(schedule=obj).exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+if admin.site.is_registered(Schedule):
+    admin.site.unregister(Schedule)
+admin.site.register(Schedule, DjangoQScheduleReadOnlyForJobs)
+
+
+# --- Runs ------------------------------------------------------------------------
+
+
+class JobFilter(admin.SimpleListFilter):
+    """Every registered job, so a job that never ran can still be picked, and
+    every job that has runs, so runs of a job since removed stay reachable."""
+
+    title = "job"
+    parameter_name = "job"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = {spec.name for spec in all_jobs()}
+        names.update(JobRun.objects.values_list("job", flat=True).distinct())
+        return [(name, name) for name in sorted(names)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
+        if self.value():
+            return queryset.filter(job=self.value())
+        return queryset
+
+
+class JobItemFailureInline(admin.TabularInline):
+    model = JobItemFailure
+    fields = ["item_key", "error", "attempts", "created_at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    change_form_template = "admin/jobs/jobrun/change_form.html"
+    list_display = [
+        "id",
+        "job",
+        "tenant",
+        "status_badge",
+        "trigger",
+        "triggered_by",
+        "dry_run",
+        "created_at",
+        "duration_display",
+        "counts_display",
+    ]
+    list_display_links = ["id", "job"]
+    list_filter = [JobFilter, "status", "tenant", "trigger", "dry_run", "created_at"]
+    search_fields = ["job", "tenant", "task_id"]
+    list_per_page = 50
+    show_full_result_count = False  # COUNT(*) over a large history on every page
+    inlines = [JobItemFailureInline]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "job",
+                    "tenant",
+                    "status_badge",
+                    "dry_run",
+                    "trigger",
+                    "triggered_by",
+                    "slot",
+                    "params_display",
+                ]
+            },
+        ),
+        (
+            "Outcome",
+            {
+                "fields": [
+                    "counts_display",
+                    "progress_display",
+                    "summary_display",
+                    "error_display",
+                ]
+            },
+        ),
+        (
+            "Timing",
+            {
+                "fields": [
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "duration_display",
+                    "heartbeat_at",
+                    "attempts",
+                ]
+            },
+        ),
+        (
+            "Links",
+            {
+                "fields": [
+                    "task_link",
+                    "queue",
+                    "rerun_of_link",
+                    "reruns_display",
+                    "only_items",
+                    "idempotency_key",
+                ]
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
+        return False  # history; rerun instead
+
+    def has_delete_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
+        return False  # retention is the maintenance app's job, not a click
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: JobRun) -> str:
+        return status_html(obj.status)
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: JobRun) -> str:
+        duration = obj.duration
+        if duration is None:
+            return "-"
+        return f"{duration.total_seconds():.1f} s"
+
+    @admin.display(description="counts")
+    def counts_display(self, obj: JobRun) -> str:
+        return (
+            f"processed {obj.processed} · succeeded {obj.succeeded} · "
+            f"failed {obj.failed} · skipped {obj.skipped}"
+        )
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: JobRun) -> str:
+        return progress_text(obj)
+
+    @admin.display(description="params")
+    def params_display(self, obj: JobRun) -> str:
+        return pretty_json(obj.params)
+
+    @admin.display(description="summary")
+    def summary_display(self, obj: JobRun) -> str:
+        return pretty_json(obj.summary)
+
+    @admin.display(description="error")
+    def error_display(self, obj: JobRun) -> str:
+        if not obj.error:
+            return "-"
+        return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', obj.error)
+
+    @admin.display(description="django-q2 task")
+    def task_link(self, obj: JobRun) -> str:
+        if not obj.task_id:
+            return "-"
+        success = Task.objects.filter(id=obj.task_id).values_list("success", flat=True).first()
+        if success is None:
+            return format_html("{} (no task result stored yet)", obj.task_id)
+        name = "admin:django_q_success_change" if success else "admin:django_q_failure_change"
+        return format_html('<a href="{}">{}</a>', reverse(name, args=[obj.task_id]), obj.task_id)
+
+    @admin.display(description="rerun of")
+    def rerun_of_link(self, obj: JobRun) -> str:
+        return run_link(obj.rerun_of_id)
+
+    @admin.display(description="reruns")
+    def reruns_display(self, obj: JobRun) -> str:
+        runs = list(obj.reruns.values_list("id", "status")[:20])
+        if not runs:
+            return "-"
+        return format_html_join(", ", "{}", ((run_link(pk, status),) for pk, status in runs))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        context = {
+            "can_act": admin_views.can_act(request.user),
+            "has_failures": run is not None and run.failures.exists(),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+
+def progress_text(run: JobRun) -> str:
+    """Jobs that do not know their total still report what they have done."""
+    if run.progress_total:
+        percent = 100 * run.progress_done / run.progress_total
+        return f"{run.progress_done} / {run.progress_total} ({percent:.0f}%)"
+    if run.progress_done:
+        return f"{run.progress_done} done"
+    return "-"
+
+
+# --- Who did what ----------------------------------------------------------------
+
+
+@admin.register(JobAction)
+class JobActionAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "job", "run_link"]
+    list_filter = ["action", "job", "at"]
+    search_fields = ["actor", "job"]
+    readonly_fields = ["at", "actor", "action", "job", "run_link", "detail_display"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: JobAction | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: JobAction | None = None) -> bool:
+        return False
+
+    @admin.display(description="run")
+    def run_link(self, obj: JobAction) -> str:
+        return run_link(obj.run_id)
+
+    @admin.display(description="detail")
+    def detail_display(self, obj: JobAction) -> str:
+        return pretty_json(obj.detail)
