@@ -1,1 +1,75 @@
-from django.db import models  # noqa: F401
+"""The email outbox: every email the service sends is a row here first.
+
+Jobs and services queue rows (bodies rendered at queue time, one recipient
+per row, a unique dedupe key so reruns never queue twice); a sender job
+(issue 5) claims and sends them.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class EmailStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SUPPRESSED = "suppressed", "Suppressed"
+
+
+class OutboundEmail(models.Model):
+    organization = models.ForeignKey(
+        "subscriptions.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="outbound_emails",
+        db_index=False,  # outbox_org_idx leads with it
+    )
+    to = models.EmailField()
+    subject = models.CharField(max_length=255)
+    body_text = models.TextField()
+    body_html = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=100)  # e.g. "subscriptions.expired"
+    dedupe_key = models.CharField(max_length=255, unique=True)
+    status = models.CharField(
+        max_length=10, choices=EmailStatus.choices, default=EmailStatus.QUEUED
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    provider_message_id = models.CharField(max_length=255, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in EmailStatus]),
+                name="outboundemail_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=EmailStatus.SENT) | Q(sent_at__isnull=False),
+                name="outboundemail_sent_has_sent_at",
+            ),
+            models.CheckConstraint(
+                condition=~Q(dedupe_key=""), name="outboundemail_dedupe_key_set"
+            ),
+        ]
+        indexes = [
+            # The sender's work list: due rows still to send.
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=[EmailStatus.QUEUED, EmailStatus.SENDING]),
+                name="outbox_due_idx",
+            ),
+            models.Index(fields=["organization", "-created_at"], name="outbox_org_idx"),
+            models.Index(fields=["kind", "-created_at"], name="outbox_kind_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.to} ({self.status})"

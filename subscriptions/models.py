@@ -1,1 +1,154 @@
-from django.db import models  # noqa: F401
+"""Tenants, what they can buy, and what they bought.
+
+Status rules live in the database (check constraints), so a bulk UPDATE from
+a job, a raw SQL fix or the admin cannot leave a subscription in a state the
+code does not understand.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone as django_timezone
+
+
+class OrganizationStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    CLOSED = "closed", "Closed"
+
+
+class PlanInterval(models.TextChoices):
+    MONTH = "month", "Monthly"
+    YEAR = "year", "Yearly"
+
+
+class Organization(models.Model):
+    """The tenant. `key` is what the API and CLI call `--tenant`."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    billing_email = models.EmailField()
+    status = models.CharField(
+        max_length=10, choices=OrganizationStatus.choices, default=OrganizationStatus.ACTIVE
+    )
+    timezone = models.CharField(max_length=64, default="UTC")
+    created_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in OrganizationStatus]),
+                name="organization_status_valid",
+            ),
+            models.CheckConstraint(condition=~Q(key=""), name="organization_key_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key})"
+
+
+class Plan(models.Model):
+    name = models.CharField(max_length=100)
+    price_minor = models.BigIntegerField(help_text="Price in minor units (cents).")
+    currency = models.CharField(max_length=3, help_text="ISO 4217 code, e.g. EUR.")
+    interval = models.CharField(max_length=5, choices=PlanInterval.choices)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price_minor__gte=0), name="plan_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(currency__regex=r"^[A-Z]{3}$"), name="plan_currency_iso4217"
+            ),
+            models.CheckConstraint(
+                condition=Q(interval__in=[i.value for i in PlanInterval]),
+                name="plan_interval_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["name", "currency", "interval"], name="plan_unique_name_currency_interval"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.price_minor / 100:.2f} {self.currency}/{self.interval})"
+
+
+class SubscriptionStatus(models.TextChoices):
+    TRIALING = "trialing", "Trialing"
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    EXPIRED = "expired", "Expired (grace, still has access)"
+    SUSPENDED = "suspended", "Suspended (no access)"
+    CANCELED = "canceled", "Canceled"
+
+
+# States whose period end moves the subscription to `expired`.
+RUNNING_STATUSES = (
+    SubscriptionStatus.TRIALING,
+    SubscriptionStatus.ACTIVE,
+    SubscriptionStatus.PAST_DUE,
+)
+
+
+class Subscription(models.Model):
+    # Indexed by subscription_org_status_idx, which leads with it.
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="subscriptions", db_index=False
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    status = models.CharField(
+        max_length=10, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE
+    )
+    current_period_start = models.DateTimeField()
+    current_period_end = models.DateTimeField()
+    auto_renew = models.BooleanField(default=True)
+    canceled_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    suspended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=django_timezone.now)
+    updated_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in SubscriptionStatus]),
+                name="subscription_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(current_period_end__gt=models.F("current_period_start")),
+                name="subscription_period_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=SubscriptionStatus.EXPIRED) | Q(expired_at__isnull=False),
+                name="subscription_expired_has_expired_at",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=SubscriptionStatus.SUSPENDED) | Q(suspended_at__isnull=False),
+                name="subscription_suspended_has_suspended_at",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=SubscriptionStatus.CANCELED) | Q(canceled_at__isnull=False),
+                name="subscription_canceled_has_canceled_at",
+            ),
+        ]
+        indexes = [
+            # subscriptions.expire: running subscriptions by period end ...
+            models.Index(
+                fields=["current_period_end"],
+                condition=Q(status__in=[s.value for s in RUNNING_STATUSES]),
+                name="subscription_running_end_idx",
+            ),
+            # ... and expired ones by when they entered grace.
+            models.Index(
+                fields=["expired_at"],
+                condition=Q(status=SubscriptionStatus.EXPIRED),
+                name="subscription_grace_idx",
+            ),
+            # Per-tenant lists, filters and the expiry guard's counts.
+            models.Index(fields=["organization", "status"], name="subscription_org_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.organization_id}/{self.plan_id} {self.status}"

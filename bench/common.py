@@ -1,0 +1,49 @@
+"""What every workload shares: its result, the output line, timing, fair resets."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+
+@dataclass
+class Result:
+    project: float  # seconds
+    baseline_name: str
+    baseline: float  # seconds
+    extras: dict[str, str] = field(default_factory=dict)
+
+
+def format_line(name: str, result: Result) -> str:
+    ratio = result.project / result.baseline if result.baseline else float("inf")
+    line = (
+        f"bench {name}: project {result.project:.2f} s, "
+        f"{result.baseline_name} {result.baseline:.2f} s, ratio {ratio:.2f}"
+    )
+    return line + "".join(f", {k} {v}" for k, v in result.extras.items())
+
+
+def log(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def timed(label: str, into: dict[str, float]) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    into[label] = time.perf_counter() - start
+    log(f"{label}: {into[label]:.2f} s")
+
+
+def settle(*tables: str) -> None:
+    """VACUUM ANALYZE the tables and CHECKPOINT, so no phase pays for the
+    previous phase's dead rows, stale statistics or dirty buffers."""
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(table)}")
+        cursor.execute("CHECKPOINT")

@@ -1,0 +1,36 @@
+from django.contrib import admin
+
+from subscriptions.models import Organization, Plan, Subscription
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ("key", "name", "billing_email", "status", "timezone", "created_at")
+    list_filter = ("status",)
+    search_fields = ("key", "name", "billing_email")
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    list_display = ("name", "price_minor", "currency", "interval")
+    list_filter = ("currency", "interval")
+    search_fields = ("name",)
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "organization",
+        "plan",
+        "status",
+        "current_period_end",
+        "auto_renew",
+        "expired_at",
+        "suspended_at",
+    )
+    list_filter = ("status", "auto_renew", "plan", "organization")
+    list_select_related = ("organization", "plan")
+    search_fields = ("=id", "organization__key", "organization__name")
+    raw_id_fields = ("organization",)
+    date_hierarchy = "current_period_end"

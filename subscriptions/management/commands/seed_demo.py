@@ -1,0 +1,106 @@
+"""Demo data for `make run`: a few organizations with subscriptions in every state.
+
+Idempotent: organizations and plans are found by their natural keys, and an
+organization's subscriptions are created only when it has none, so running it
+on every start never duplicates anything (and never undoes what the expiry
+job or staff changed since).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from subscriptions.models import Organization, Plan, Subscription, SubscriptionStatus
+
+ORGANIZATIONS = [
+    ("org_acme", "Acme Corp", "billing@acme.example"),
+    ("org_globex", "Globex", "accounts@globex.example"),
+    ("org_initech", "Initech", "finance@initech.example"),
+]
+PLANS = [
+    ("Starter", 900, "EUR", "month"),
+    ("Pro", 2900, "EUR", "month"),
+    ("Enterprise", 99000, "USD", "year"),
+]
+
+S = SubscriptionStatus
+# (status, period end relative to now, expired/suspended/canceled offset) per
+# organization: 11 running subscriptions of which 2 are due (18%, under the
+# default 20% guard), one expired in grace, one past grace, and the rest.
+LAYOUT = [
+    (S.TRIALING, timedelta(days=10), None),
+    (S.TRIALING, timedelta(days=3), None),
+    (S.ACTIVE, timedelta(days=20), None),
+    (S.ACTIVE, timedelta(days=15), None),
+    (S.ACTIVE, timedelta(days=9), None),
+    (S.ACTIVE, timedelta(days=4), None),
+    (S.ACTIVE, timedelta(hours=30), None),
+    (S.ACTIVE, -timedelta(hours=2), None),  # due to expire
+    (S.PAST_DUE, timedelta(days=2), None),
+    (S.PAST_DUE, timedelta(days=1), None),
+    (S.PAST_DUE, -timedelta(minutes=30), None),  # due to expire
+    (S.EXPIRED, -timedelta(days=3), -timedelta(days=3)),  # in grace
+    (S.EXPIRED, -timedelta(days=9), -timedelta(days=8)),  # past grace: due to suspend
+    (S.SUSPENDED, -timedelta(days=40), -timedelta(days=30)),
+    (S.CANCELED, timedelta(days=12), -timedelta(days=5)),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo organizations, plans and subscriptions (idempotent)."
+
+    def handle(self, *args, **options) -> None:
+        now = timezone.now().replace(second=0, microsecond=0)
+        created: list[str] = []
+        with transaction.atomic():
+            plans = []
+            for name, price, currency, interval in PLANS:
+                plan, new = Plan.objects.get_or_create(
+                    name=name, currency=currency, interval=interval, defaults={"price_minor": price}
+                )
+                plans.append(plan)
+                if new:
+                    created.append(f"plan {plan}")
+            for key, name, email in ORGANIZATIONS:
+                org, new = Organization.objects.get_or_create(
+                    key=key, defaults={"name": name, "billing_email": email}
+                )
+                if new:
+                    created.append(f"organization {org}")
+                if org.subscriptions.exists():
+                    continue
+                subs = [
+                    self._subscription(org, plans[i % len(plans)], row, now)
+                    for i, row in enumerate(LAYOUT)
+                ]
+                Subscription.objects.bulk_create(subs)
+                created.append(f"{len(subs)} subscriptions for {key} (every status)")
+        if created:
+            for line in created:
+                self.stdout.write(f"created {line}")
+        else:
+            self.stdout.write("demo data already present; nothing created")
+
+    @staticmethod
+    def _subscription(org: Organization, plan: Plan, row, now) -> Subscription:
+        status, end_offset, state_offset = row
+        end = now + end_offset
+        sub = Subscription(
+            organization=org,
+            plan=plan,
+            status=status,
+            current_period_start=end - timedelta(days=30),
+            current_period_end=end,
+            auto_renew=status in (S.TRIALING, S.ACTIVE, S.PAST_DUE),
+        )
+        if status in (S.EXPIRED, S.SUSPENDED):
+            sub.expired_at = now + state_offset
+        if status == S.SUSPENDED:
+            sub.suspended_at = sub.expired_at + timedelta(days=7)
+        if status == S.CANCELED:
+            sub.canceled_at = now + state_offset
+        return sub

@@ -1,0 +1,69 @@
+"""Reads that need more than a one-line queryset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, QuerySet
+
+from subscriptions.models import RUNNING_STATUSES, Subscription, SubscriptionStatus
+
+
+def due_for_expiry(*, slot: datetime, organization_id: int | None = None) -> Q:
+    """Running subscriptions whose period ended at or before the slot."""
+    q = Q(status__in=RUNNING_STATUSES, current_period_end__lte=slot)
+    return q & Q(organization_id=organization_id) if organization_id else q
+
+
+def due_for_suspension(*, grace_cutoff: datetime, organization_id: int | None = None) -> Q:
+    """Expired subscriptions whose grace period is over."""
+    q = Q(status=SubscriptionStatus.EXPIRED, expired_at__lte=grace_cutoff)
+    return q & Q(organization_id=organization_id) if organization_id else q
+
+
+@dataclass(frozen=True)
+class TenantExpiryCounts:
+    organization_id: int
+    key: str
+    would_expire: int
+    would_suspend: int
+    running: int  # trialing + active + past_due now
+
+    @property
+    def expire_percent(self) -> float:
+        return 100.0 * self.would_expire / self.running if self.running else 0.0
+
+
+def expiry_counts(
+    *, slot: datetime, grace_cutoff: datetime, organization_id: int | None = None
+) -> list[TenantExpiryCounts]:
+    """Per tenant: what an expiry run at `slot` would change, beside its running
+    subscriptions (the guard's denominator). Tenants with nothing due are left out."""
+    rows: QuerySet = Subscription.objects.filter(
+        status__in=[*RUNNING_STATUSES, SubscriptionStatus.EXPIRED]
+    )
+    if organization_id:
+        rows = rows.filter(organization_id=organization_id)
+    expire = due_for_expiry(slot=slot)
+    suspend = due_for_suspension(grace_cutoff=grace_cutoff)
+    grouped = (
+        rows.values("organization_id", "organization__key")
+        .annotate(
+            would_expire=Count("id", filter=expire),
+            would_suspend=Count("id", filter=suspend),
+            running=Count("id", filter=Q(status__in=RUNNING_STATUSES)),
+        )
+        .filter(Q(would_expire__gt=0) | Q(would_suspend__gt=0))
+        .order_by("organization_id")
+    )
+    return [
+        TenantExpiryCounts(
+            organization_id=row["organization_id"],
+            key=row["organization__key"],
+            would_expire=row["would_expire"],
+            would_suspend=row["would_suspend"],
+            running=row["running"],
+        )
+        for row in grouped
+    ]

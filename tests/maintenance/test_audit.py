@@ -1,0 +1,49 @@
+import pytest
+from django.contrib.admin.sites import site
+from django.test import RequestFactory
+
+from maintenance.models import AuditTrail
+from maintenance.services import job_actor, record_audit
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_record_audit_stores_who_what_and_the_changes():
+    entry = record_audit(
+        actor="user:alice",
+        action="subscription.canceled",
+        object_type="subscriptions.subscription",
+        object_id=42,
+        changes={"status": ["active", "canceled"]},
+        tenant="org_001",
+        request_id="req-1",
+    )
+
+    entry.refresh_from_db()
+    assert entry.object_id == "42"
+    assert entry.changes == {"status": ["active", "canceled"]}
+    assert (entry.actor, entry.tenant, entry.request_id) == ("user:alice", "org_001", "req-1")
+
+
+def test_job_actor_names_the_job_and_its_run():
+    assert job_actor(job="subscriptions.expire", run_id=7) == "job:subscriptions.expire#7"
+    assert job_actor(job="subscriptions.expire", run_id=None) == "job:subscriptions.expire"
+
+
+def test_audit_trail_is_read_only_in_the_admin():
+    admin = site._registry[AuditTrail]
+    request = RequestFactory().get("/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    entry = record_audit(actor="user:a", action="x", object_type="t", object_id=1)
+
+    assert not admin.has_add_permission(request)
+    assert not admin.has_change_permission(request, entry)
+    assert not admin.has_delete_permission(request, entry)
+    assert admin.has_view_permission(request, entry)
+
+
+def test_audit_trail_is_indexed_by_object_and_by_actor():
+    indexed = {tuple(index.fields) for index in AuditTrail._meta.indexes}
+    assert ("object_id", "at") in indexed
+    assert ("actor", "at") in indexed
