@@ -24,6 +24,7 @@ BULK_COLUMNS = (
     "action",
     "object_type",
     "object_id",
+    "object_ids",
     "changes",
     "job_run_id",
     "request_id",

@@ -71,7 +71,7 @@ def expire(
         **base,
         "expired": result.expired,
         "suspended": result.suspended,
-        "audit_rows": result.audit_rows,
+        "audit_records": result.audit_records,
         "emails_queued": result.emails_queued,
         "guard": guard,
         "seconds": result.seconds,

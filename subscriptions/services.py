@@ -1,7 +1,8 @@
 """Every write to subscriptions.
 
 `expire_subscriptions` is the expiry job's work: a few set-based statements
-in one transaction that change the statuses, write one audit row per change
+in one transaction that change the statuses, write the audit trail (one bulk
+record per organization and identical before/after, listing the subscriptions)
 and queue one digest email per organization and kind. Nothing is loaded into
 Python per subscription.
 """
@@ -64,7 +65,7 @@ class ExpiryGuardTripped(Exception):
 class ExpiryResult:
     expired: int = 0
     suspended: int = 0
-    audit_rows: int = 0
+    audit_records: int = 0
     emails_queued: int = 0
     tenants: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -187,7 +188,7 @@ def expire_subscriptions(
             transition = _transition_portable
         started = time.perf_counter()
         try:
-            groups, audit_rows = transition(
+            groups, audit_records = transition(
                 slot=slot,
                 cutoff=cutoff,
                 now=now,
@@ -199,7 +200,7 @@ def expire_subscriptions(
             if prerender is not None:
                 prerender.join()  # never leave its connection behind
             raise
-        result = ExpiryResult(audit_rows=audit_rows)
+        result = ExpiryResult(audit_records=audit_records)
         result.seconds["transition"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         for g in groups:
@@ -265,7 +266,8 @@ def _transition_postgres(
     job_run_id: int | None,
     organization_id: int | None,
 ) -> tuple[list[_Group], int]:
-    """One statement: the UPDATE, the audit INSERT fed by its RETURNING, and the
+    """One statement: the UPDATE, the audit records fed by its RETURNING (one
+    per organization and old state, listing the subscriptions), and the
     per-organization groups the digests need. The self-join gives RETURNING the
     old values (PostgreSQL < 18 has no OLD in RETURNING); the WHERE is on the
     updated alias so a concurrent change is rechecked, and only rows really
@@ -288,27 +290,33 @@ def _transition_postgres(
             RETURNING s.id, s.organization_id, s.status,
                       old.status AS old_status, old.auto_renew AS old_auto_renew
         ),
+        grouped AS (
+            SELECT organization_id, status, old_status, old_auto_renew, count(*) AS n,
+                   jsonb_agg(id) AS ids
+            FROM changed
+            GROUP BY organization_id, status, old_status, old_auto_renew
+        ),
         audit AS (
             INSERT INTO {audit_table()} ({columns})
-            SELECT %(now)s, %(actor)s::text, o.key, 'subscription.' || c.status,
-                   '{OBJECT_TYPE}', c.id::text,
-                   CASE WHEN c.status = '{SUSPENDED}' THEN %(changes_suspended)s::jsonb
-                        WHEN c.old_auto_renew THEN CASE c.old_status
+            SELECT %(now)s, %(actor)s::text, o.key, 'subscription.' || g.status,
+                   '{OBJECT_TYPE}', '', g.ids,
+                   CASE WHEN g.status = '{SUSPENDED}' THEN %(changes_suspended)s::jsonb
+                        WHEN g.old_auto_renew THEN CASE g.old_status
                             WHEN 'trialing' THEN %(changes_trialing_renew)s::jsonb
                             WHEN 'active' THEN %(changes_active_renew)s::jsonb
                             ELSE %(changes_past_due_renew)s::jsonb END
-                        ELSE CASE c.old_status
+                        ELSE CASE g.old_status
                             WHEN 'trialing' THEN %(changes_trialing)s::jsonb
                             WHEN 'active' THEN %(changes_active)s::jsonb
                             ELSE %(changes_past_due)s::jsonb END
                    END,
                    %(run)s::bigint, ''
-            FROM changed c JOIN {_ORGANIZATION} o ON o.id = c.organization_id
+            FROM grouped g JOIN {_ORGANIZATION} o ON o.id = g.organization_id
             RETURNING 1
         )
-        SELECT c.organization_id, c.status, count(*), (SELECT count(*) FROM audit)
-        FROM changed c
-        GROUP BY c.organization_id, c.status
+        SELECT organization_id, status, sum(n)::bigint, (SELECT count(*) FROM audit)
+        FROM grouped
+        GROUP BY organization_id, status
     """
     params = {
         "slot": slot,
@@ -357,7 +365,7 @@ def _transition_portable(
         SELECT %(now)s, %(actor)s, o.key,
                CASE WHEN s.status = '{EXPIRED}' THEN 'subscription.{SUSPENDED}'
                     ELSE 'subscription.{EXPIRED}' END,
-               '{OBJECT_TYPE}', CAST(s.id AS TEXT),
+               '{OBJECT_TYPE}', '', json_group_array(s.id),
                CASE WHEN s.status = '{EXPIRED}' THEN json_object(
                    'status', json_array(s.status, '{SUSPENDED}'),
                    'suspended_at', json_array(NULL, %(slot_iso)s))
@@ -370,9 +378,10 @@ def _transition_portable(
                    'expired_at', json_array(NULL, %(slot_iso)s))
                END,
                %(run)s, ''
-        FROM {_SUBSCRIPTION} s JOIN {_ORGANIZATION} o ON o.id = s.organization_id
-        WHERE {_where("s", organization_id)}
-        ORDER BY s.id
+        FROM (SELECT * FROM {_SUBSCRIPTION} s WHERE {_where("s", organization_id)}
+              ORDER BY s.id) s
+        JOIN {_ORGANIZATION} o ON o.id = s.organization_id
+        GROUP BY s.organization_id, s.status, s.auto_renew
     """
     groups_sql = f"""
         SELECT s.organization_id,
@@ -394,16 +403,16 @@ def _transition_portable(
     """
     with connection.cursor() as cursor:
         cursor.execute(audit_sql, params)
-        audit_rows = cursor.rowcount
+        audit_records = cursor.rowcount
         cursor.execute(groups_sql, params)
         groups = [_Group(org, status, n) for org, status, n in cursor.fetchall()]
         cursor.execute(update_sql, params)
         changed = cursor.rowcount
-    if changed != audit_rows or changed != sum(g.count for g in groups):
+    if changed != sum(g.count for g in groups):
         raise RuntimeError(
-            f"expiry changed {changed} rows but audited {audit_rows}; rolled back"
+            f"expiry changed {changed} rows but audited {sum(g.count for g in groups)}"
         )  # cannot happen under the write lock; refuse rather than mis-audit
-    return groups, audit_rows
+    return groups, audit_records
 
 
 # --- the digests ----------------------------------------------------------------

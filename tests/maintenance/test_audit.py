@@ -3,6 +3,7 @@ from django.contrib.admin.sites import site
 from django.test import RequestFactory
 
 from maintenance.models import AuditTrail
+from maintenance.selectors import audit_of_object
 from maintenance.services import job_actor, record_audit
 from tests.factories import UserFactory
 
@@ -44,6 +45,22 @@ def test_audit_trail_is_read_only_in_the_admin():
 
 
 def test_audit_trail_is_indexed_by_object_and_by_actor():
-    indexed = {tuple(index.fields) for index in AuditTrail._meta.indexes}
+    indexed = {tuple(index.fields): index for index in AuditTrail._meta.indexes}
     assert ("object_id", "at") in indexed
+    assert ("tenant", "object_type", "at") in indexed
     assert ("actor", "at") in indexed
+
+
+def test_audit_of_object_finds_single_and_bulk_records():
+    single = record_audit(actor="user:alice", action="edit", object_type="t", object_id=5)
+    bulk = AuditTrail.objects.create(
+        actor="job:x#1", action="bulk", object_type="t", object_ids=[4, 5, 6], tenant="org_a"
+    )
+    AuditTrail.objects.create(actor="job:x#1", action="bulk", object_type="t", object_ids=[7])
+    AuditTrail.objects.create(actor="job:x#1", action="bulk", object_type="u", object_ids=[5])
+    other_tenant = AuditTrail.objects.create(
+        actor="job:x#1", action="bulk", object_type="t", object_ids=[5], tenant="org_b"
+    )
+    assert set(audit_of_object(object_type="t", object_id=5)) == {single, bulk, other_tenant}
+    assert set(audit_of_object(object_type="t", object_id=5, tenant="org_a")) == {single, bulk}
+    assert list(audit_of_object(object_type="t", object_id=8)) == []

@@ -108,9 +108,11 @@ def test_expire_writes_audit_and_outbox_rows_in_the_same_transaction(no_guard):
 
     run = expire()
 
-    audit = {a.object_id: a for a in AuditTrail.objects.all()}
-    assert set(audit) == {str(expiring.pk), str(suspending.pk)}
-    expired_row = audit[str(expiring.pk)]
+    audit = {a.action: a for a in AuditTrail.objects.all()}
+    assert set(audit) == {"subscription.expired", "subscription.suspended"}
+    assert audit["subscription.expired"].object_ids == [expiring.pk]
+    assert audit["subscription.suspended"].object_ids == [suspending.pk]
+    expired_row = audit["subscription.expired"]
     assert expired_row.actor == f"job:subscriptions.expire#{run.pk}"
     assert expired_row.job_run_id == run.pk
     assert expired_row.tenant == "org_audit"
@@ -121,7 +123,7 @@ def test_expire_writes_audit_and_outbox_rows_in_the_same_transaction(no_guard):
         "auto_renew": [True, False],
         "expired_at": [None, SLOT.isoformat()],
     }
-    assert audit[str(suspending.pk)].changes == {
+    assert audit["subscription.suspended"].changes == {
         "status": ["expired", "suspended"],
         "suspended_at": [None, SLOT.isoformat()],
     }
@@ -135,7 +137,7 @@ def test_expire_writes_audit_and_outbox_rows_in_the_same_transaction(no_guard):
     assert "Renew before 2026-03-08 12:00 UTC" in expired_mail.body_text
     assert "2026-03-08 12:00 UTC" in expired_mail.body_html
     assert expired_mail.dedupe_key == f"subscriptions.expired:org{org.pk}:2026-03-01T12:00:00Z"
-    assert run.summary["audit_rows"] == 2
+    assert run.summary["audit_records"] == 2
     assert run.summary["emails_queued"] == 2
 
 
@@ -165,7 +167,7 @@ def test_expire_twice_for_the_same_slot_changes_nothing(no_guard):
     # The job itself is idempotent too, e.g. a rerun whose record was lost:
     result, _ = services.expire_subscriptions(slot=SLOT, grace_days=7, actor="test")
 
-    assert (result.expired, result.suspended, result.audit_rows, result.emails_queued) == (
+    assert (result.expired, result.suspended, result.audit_records, result.emails_queued) == (
         0,
         0,
         0,
@@ -387,3 +389,39 @@ def test_seed_demo_data_expires_without_tripping_the_guard(capsys):
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert run.summary["expired"] == 6  # two per organization
     assert run.summary["suspended"] == 3
+
+
+def test_a_bulk_audit_record_lists_every_subscription_that_changed_alike(no_guard):
+    org = OrganizationFactory(key="org_many")
+    renewing = [ending(-timedelta(hours=h), organization=org, auto_renew=True) for h in (1, 2)]
+    lapsing = ending(-timedelta(hours=3), organization=org, auto_renew=False)
+    trial = ending(-timedelta(hours=1), organization=org, status=S.TRIALING, auto_renew=False)
+
+    expire()
+
+    records = {
+        (r.changes["status"][0], "auto_renew" in r.changes): r for r in AuditTrail.objects.all()
+    }
+    assert sorted(records[("active", True)].object_ids) == sorted(s.pk for s in renewing)
+    assert records[("active", False)].object_ids == [lapsing.pk]
+    assert records[("trialing", False)].object_ids == [trial.pk]
+    assert sum(len(r.object_ids) for r in records.values()) == 4
+
+
+def test_each_expired_subscription_is_found_in_the_audit_trail_by_its_id(no_guard):
+    from maintenance.selectors import audit_of_object
+
+    subs = [ending(-timedelta(hours=1)) for _ in range(3)]
+    other = SubscriptionFactory()
+    expire()
+
+    for sub in subs:
+        found = list(
+            audit_of_object(
+                object_type="subscriptions.subscription",
+                object_id=sub.pk,
+                tenant=sub.organization.key,
+            )
+        )
+        assert [r.action for r in found] == ["subscription.expired"]
+    assert not audit_of_object(object_type="subscriptions.subscription", object_id=other.pk)

@@ -62,8 +62,8 @@ def test_overlapping_tenant_and_global_runs_change_and_audit_each_subscription_o
     assert set(Subscription.objects.values_list("status", flat=True)) == {
         SubscriptionStatus.EXPIRED
     }
-    audited = list(AuditTrail.objects.values_list("object_id", flat=True))
-    assert sorted(audited) == sorted(str(s.pk) for s in subs)
+    audited = [i for ids in AuditTrail.objects.values_list("object_ids", flat=True) for i in ids]
+    assert sorted(audited) == sorted(s.pk for s in subs)
     assert OutboundEmail.objects.count() == 2  # one digest per organization
 
 
