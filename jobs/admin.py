@@ -21,6 +21,7 @@ from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Schedule, Task
 
 from jobs import admin_views
+from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.forms import PauseForm, ScheduleStateForm
 from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState
 from jobs.registry import all_jobs
@@ -273,7 +274,7 @@ class JobFilter(admin.SimpleListFilter):
         return queryset
 
 
-class JobItemFailureInline(admin.TabularInline):
+class JobItemFailureInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = JobItemFailure
     fields = ["item_key", "error", "attempts", "created_at"]
     readonly_fields = fields
@@ -281,18 +282,11 @@ class JobItemFailureInline(admin.TabularInline):
     can_delete = False
     show_change_link = False
 
-    def has_add_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
-        return False
-
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """History: rerun instead of editing; retention is a maintenance job, not a click."""
+
     change_form_template = "admin/jobs/jobrun/change_form.html"
     list_display = [
         "id",
@@ -366,15 +360,6 @@ class JobRunAdmin(admin.ModelAdmin):
             },
         ),
     ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
-        return False  # history; rerun instead
-
-    def has_delete_permission(self, request: HttpRequest, obj: JobRun | None = None) -> bool:
-        return False  # retention is the maintenance app's job, not a click
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
@@ -463,21 +448,12 @@ def progress_text(run: JobRun) -> str:
 
 
 @admin.register(JobAction)
-class JobActionAdmin(admin.ModelAdmin):
+class JobActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "actor", "action", "job", "run_link"]
     list_filter = ["action", "job", "at"]
     search_fields = ["actor", "job"]
     readonly_fields = ["at", "actor", "action", "job", "run_link", "detail_display"]
     fields = readonly_fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: JobAction | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: JobAction | None = None) -> bool:
-        return False
 
     @admin.display(description="run")
     def run_link(self, obj: JobAction) -> str:

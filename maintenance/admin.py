@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from jobs.admin_readonly import ReadOnlyAdminMixin
 from maintenance.models import AuditTrail
 
 
 @admin.register(AuditTrail)
-class AuditTrailAdmin(admin.ModelAdmin):
+class AuditTrailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: the trail is evidence, so nobody edits or deletes it here."""
 
     list_display = ("at", "actor", "tenant", "action", "object_type", "objects", "job_run_id")
@@ -17,15 +18,3 @@ class AuditTrailAdmin(admin.ModelAdmin):
     def objects(self, obj: AuditTrail) -> str:
         """A single change's id, or how many objects a bulk change lists."""
         return obj.object_id or f"{len(obj.object_ids)} objects"
-
-    def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -69,3 +69,12 @@ def run_queued_tasks(max_tasks: int = 100) -> int:
 @pytest.fixture
 def drain_queue():
     return run_queued_tasks
+
+
+@pytest.fixture
+def empty_broker(db):
+    """The Redis broker outlives test transactions: start and end with it empty.
+    Modules that enqueue use it with `pytest.mark.usefixtures("empty_broker")`."""
+    get_broker().purge_queue()
+    yield
+    get_broker().purge_queue()

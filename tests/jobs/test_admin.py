@@ -9,7 +9,6 @@ from django.contrib.auth.models import Permission
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.models import Schedule, Task
 
 from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState, Trigger
@@ -17,7 +16,7 @@ from jobs.runner import run_job
 from jobs.schedules import pause, sync_schedules
 from tests.factories import JobRunFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]
 
 VIEW_PERMISSIONS = [
     "view_jobrun",
@@ -34,14 +33,6 @@ def staff_user(username: str, codenames: list[str]):
         Permission.objects.filter(content_type__app_label="jobs", codename__in=codenames)
     )
     return user
-
-
-@pytest.fixture(autouse=True)
-def empty_broker():
-    """The Redis broker outlives test transactions; start every test with it empty."""
-    get_broker().purge_queue()
-    yield
-    get_broker().purge_queue()
 
 
 @pytest.fixture

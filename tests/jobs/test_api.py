@@ -15,19 +15,11 @@ from jobs.api import MAX_BODY_BYTES, start_run
 from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus
 from tests.factories import JobRunFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]
 
 TOKEN = "test-api-token"
 AUTH = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
 RUNS_URL = "/api/jobs/tests.echo/runs"
-
-
-@pytest.fixture(autouse=True)
-def empty_broker():
-    """Each test starts and ends with an empty queue (Redis outlives tests)."""
-    get_broker().purge_queue()
-    yield
-    get_broker().purge_queue()
 
 
 @pytest.fixture
