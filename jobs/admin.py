@@ -24,7 +24,7 @@ from jobs import admin_views
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.forms import PauseForm, ScheduleStateForm
 from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState
-from jobs.registry import all_jobs
+from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
 from jobs.selectors import schedules_with_last_run
 
@@ -428,10 +428,19 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         run = self.get_object(request, object_id)
         context = {
             "can_act": admin_views.can_act(request.user),
-            "has_failures": run is not None and run.failures.exists(),
+            "can_rerun_failed_items": run is not None and can_rerun_items(run),
             **(extra_context or {}),
         }
         return super().change_view(request, object_id, form_url, extra_context=context)
+
+
+def can_rerun_items(run: JobRun) -> bool:
+    """Only a job that honours ctx.only_items can rerun just its failed items."""
+    try:
+        supported = get_job(run.job).supports_item_rerun
+    except LookupError:
+        return False
+    return supported and run.failures.exists()
 
 
 def progress_text(run: JobRun) -> str:

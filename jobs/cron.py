@@ -51,8 +51,3 @@ def next_runs(expression: str, *, after: datetime, count: int = 5) -> list[datet
     """
     it = croniter(normalize_cron(expression), after.astimezone(scheduler_tz()))
     return [it.get_next(datetime).astimezone(ZoneInfo("UTC")) for _ in range(count)]
-
-
-def previous_run(expression: str, *, before: datetime) -> datetime:
-    it = croniter(normalize_cron(expression), before.astimezone(scheduler_tz()))
-    return it.get_prev(datetime).astimezone(ZoneInfo("UTC"))

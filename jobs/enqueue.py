@@ -147,6 +147,10 @@ def rerun(run: JobRun, *, actor: str, trigger: str, failed_items_only: bool = Fa
         only = list(run.failures.values_list("item_key", flat=True))
         if not only:
             raise ValueError(f"run #{run.pk} has no failed items to rerun")
+        if not get_job(run.job).supports_item_rerun:
+            raise ValueError(
+                f"{run.job} does not rerun single items (it works set-based); rerun the whole run"
+            )
     new_run, _ = enqueue_run(
         run.job,
         tenant=run.tenant,

@@ -294,7 +294,11 @@ def test_no_banner_when_background_jobs_are_enabled(operator_client, counted_job
 # --- Runs ------------------------------------------------------------------------
 
 
-def test_run_detail_shows_params_counts_summary_failures_and_links(operator_client):
+def test_run_detail_shows_params_counts_summary_failures_and_links(operator_client, register_job):
+    @register_job("tests.detail", supports_item_rerun=True)
+    def detail(ctx):
+        pass
+
     original = JobRunFactory(job="tests.detail")
     task_id = "a" * 32
     Task.objects.create(
@@ -406,7 +410,7 @@ def test_rerun_failed_items_passes_only_failed_keys(
 ):
     seen = []
 
-    @register_job("tests.admin_items")
+    @register_job("tests.admin_items", supports_item_rerun=True)
     def items(ctx):
         seen.append(ctx.only_items)
         for key in ("a", "b", "c", "d"):
@@ -608,3 +612,17 @@ def test_job_actions_are_a_read_only_record(admin_client):
     url = reverse("admin:jobs_jobaction_delete", args=[action.pk])
     assert admin_client.post(url, {"post": "yes"}).status_code == 403
     assert JobAction.objects.filter(pk=action.pk).exists()
+
+
+def test_rerun_failed_items_is_not_offered_for_a_set_based_job(operator_client, register_job):
+    @register_job("tests.set_based")
+    def set_based(ctx):
+        pass
+
+    run = JobRunFactory(job="tests.set_based", status=RunStatus.PARTIAL)
+    JobItemFailure.objects.create(run=run, item_key="org-1", error="x")
+    html = operator_client.get(run_change_url(run)).content.decode()
+    assert reverse("jobs_rerun_failed_items", args=[run.pk]) not in html
+    response = operator_client.post(reverse("jobs_rerun_failed_items", args=[run.pk]), follow=True)
+    assert any("does not rerun single items" in m for m in messages_of(response))
+    assert not JobRun.objects.filter(rerun_of=run).exists()
