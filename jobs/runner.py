@@ -142,29 +142,30 @@ def _claim_and_execute(
 
 
 def _take_over_abandoned_slot(run: JobRun) -> JobRun | None:
-    """A redelivered task for a slot whose worker died continues that run."""
-    claimed = JobRun.objects.filter(
-        job=run.job,
-        tenant=run.tenant,
-        slot=run.slot,
-        status=RunStatus.RUNNING,
-        heartbeat_at__lt=stale_cutoff(),
-    ).update(heartbeat_at=timezone.now(), attempts=F("attempts") + 1)
-    if not claimed:
-        return None
-    taken = JobRun.objects.get(job=run.job, tenant=run.tenant, slot=run.slot)
-    logger.warning("run #%s was abandoned by its worker; continuing it", taken.pk)
-    return taken
+    """A redelivered task for a slot whose worker died continues that run:
+    one that stopped heartbeating while running, or never got past queued."""
+    slot_run = JobRun.objects.filter(job=run.job, tenant=run.tenant, slot=run.slot)
+    cutoff = stale_cutoff()
+    claimed = slot_run.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+        heartbeat_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    taken = slot_run.get()
+    if claimed or (taken.status == RunStatus.QUEUED and taken.created_at < cutoff):
+        # A queued one is claimed atomically by _mark_running, like any other.
+        logger.warning("run #%s was abandoned by its worker; continuing it", taken.pk)
+        return taken
+    return None
 
 
 def _mark_running(run: JobRun) -> bool:
-    """Move a queued run to running; False (and the run skipped) if another
-    run of the same job and tenant holds the running slot."""
+    """Claim a queued run: move it to running. False if another worker claimed
+    it first (a redelivered task), or if another run of the same job and
+    tenant holds the running slot (then this run is recorded as skipped)."""
     for _ in range(2):
         now = timezone.now()
         try:
             with transaction.atomic():
-                JobRun.objects.filter(pk=run.pk).update(
+                claimed = JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
                     status=RunStatus.RUNNING,
                     started_at=now,
                     heartbeat_at=now,
@@ -184,14 +185,16 @@ def _mark_running(run: JobRun) -> bool:
                 if holder
                 else "already running"
             )
-            JobRun.objects.filter(pk=run.pk).update(
+            JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
                 status=RunStatus.SKIPPED, error=reason, finished_at=timezone.now()
             )
             run.refresh_from_db()
             logger.info("run #%s of %s skipped: %s", run.pk, run.job, reason)
             return False
         run.refresh_from_db()
-        return True
+        if not claimed:
+            logger.info("run #%s was claimed by another worker; not run again", run.pk)
+        return bool(claimed)
     return False
 
 

@@ -78,3 +78,23 @@ def test_different_slots_of_the_same_job_do_not_block_each_other_once_finished(r
     for hour in range(3):
         run_scheduled("tests.quick", slot=SLOT.replace(hour=hour).isoformat())
     assert JobRun.objects.filter(status=RunStatus.SUCCEEDED).count() == 3
+
+
+def test_a_queued_run_delivered_to_two_workers_at_once_runs_once(register_job):
+    from jobs.runner import execute_queued
+    from tests.factories import JobRunFactory
+
+    calls = []
+
+    @register_job("tests.redelivered")
+    def redelivered(ctx):
+        calls.append(1)
+        time.sleep(0.3)
+
+    run = JobRunFactory(
+        job="tests.redelivered", status=RunStatus.QUEUED, started_at=None, finished_at=None
+    )
+    start_together(lambda: execute_queued(run.pk), n=4)
+    run.refresh_from_db()
+    assert calls == [1]
+    assert (run.status, run.attempts) == (RunStatus.SUCCEEDED, 1)

@@ -190,6 +190,48 @@ def test_a_redelivered_slot_whose_worker_died_continues_from_its_checkpoint(regi
     assert (run.status, run.attempts, run.checkpoint) == (RunStatus.SUCCEEDED, 2, {"done": 10})
 
 
+@override_settings(JOBS_STALE_AFTER_SECONDS=60)
+def test_a_slot_left_queued_by_a_worker_that_died_before_starting_is_run(register_job):
+    calls = []
+
+    @register_job("tests.never_started", schedule="0 * * * *")
+    def never_started(ctx):
+        calls.append(ctx.slot)
+
+    stuck = JobRunFactory(
+        job="tests.never_started",
+        trigger=Trigger.SCHEDULE,
+        slot=SLOT,
+        status=RunStatus.QUEUED,
+        started_at=None,
+        finished_at=None,
+        created_at=timezone.now() - timedelta(minutes=5),
+    )
+    assert run_scheduled("tests.never_started", slot=SLOT.isoformat()) == stuck.pk
+    stuck.refresh_from_db()
+    assert calls == [SLOT]
+    assert (stuck.status, stuck.attempts) == (RunStatus.SUCCEEDED, 1)
+
+
+def test_a_slot_queued_moments_ago_is_left_to_its_worker(register_job):
+    calls = []
+
+    @register_job("tests.just_queued", schedule="0 * * * *")
+    def just_queued(ctx):
+        calls.append(1)
+
+    JobRunFactory(
+        job="tests.just_queued",
+        trigger=Trigger.SCHEDULE,
+        slot=SLOT,
+        status=RunStatus.QUEUED,
+        started_at=None,
+        finished_at=None,
+    )
+    run_scheduled("tests.just_queued", slot=SLOT.isoformat())
+    assert calls == []
+
+
 def test_a_slot_still_running_with_a_live_worker_is_left_alone(register_job):
     calls = []
 
