@@ -3,6 +3,8 @@
 A job is `def job(ctx, *, name: type = default, ...)`. Values arrive as JSON
 (API), strings (CLI `--param k=v`, schedule kwargs) or Python objects; each is
 coerced to the declared type or refused with a message naming the parameter.
+A number may carry bounds, `Annotated[int, Range(ge=0)]`, checked the same way,
+so an out-of-range value is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -31,11 +33,30 @@ class ParamError(ValueError):
 
 
 @dataclass(frozen=True)
+class Range:
+    """Inclusive bounds of a numeric parameter."""
+
+    ge: int | float | Decimal | None = None
+    le: int | float | Decimal | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        if self.ge is not None and value < self.ge:
+            raise ParamError(
+                f"parameter {name!r} must be at least {self.ge}, got {value}", param=name
+            )
+        if self.le is not None and value > self.le:
+            raise ParamError(
+                f"parameter {name!r} must be at most {self.le}, got {value}", param=name
+            )
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: type
     default: Any = inspect.Parameter.empty
     optional: bool = False  # None is an accepted value
+    range: Range | None = None
 
     @property
     def required(self) -> bool:
@@ -43,18 +64,22 @@ class Param:
 
     def describe(self) -> dict[str, Any]:
         default = None if self.required else _jsonable(self.default)
-        return {
+        described = {
             "name": self.name,
             "type": self.type.__name__,
             "required": self.required,
             "default": default,
         }
+        if self.range is not None:
+            described["min"] = _jsonable(self.range.ge)
+            described["max"] = _jsonable(self.range.le)
+        return described
 
 
 def params_from_signature(func) -> tuple[Param, ...]:
     """Read keyword-only parameters after the context argument."""
     signature = inspect.signature(func)
-    hints = typing.get_type_hints(func)
+    hints = typing.get_type_hints(func, include_extras=True)
     found = []
     for i, p in enumerate(signature.parameters.values()):
         if i == 0:
@@ -65,12 +90,22 @@ def params_from_signature(func) -> tuple[Param, ...]:
         if annotation is None:
             raise TypeError(f"{func.__qualname__}: parameter {p.name!r} needs a type")
         base, optional = _unwrap_optional(annotation)
+        base, bounds = _unwrap_range(base)
         if base not in SUPPORTED_TYPES:
             raise TypeError(
                 f"{func.__qualname__}: parameter {p.name!r} has unsupported type {annotation!r}"
             )
-        found.append(Param(p.name, base, p.default, optional))
+        if bounds is not None and base not in (int, float, Decimal):
+            raise TypeError(f"{func.__qualname__}: Range on non-numeric parameter {p.name!r}")
+        found.append(Param(p.name, base, p.default, optional, bounds))
     return tuple(found)
+
+
+def _unwrap_range(annotation) -> tuple[Any, Range | None]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *extras = typing.get_args(annotation)
+        return base, next((e for e in extras if isinstance(e, Range)), None)
+    return annotation, None
 
 
 def _unwrap_optional(annotation) -> tuple[type, bool]:
@@ -109,12 +144,15 @@ def coerce_value(p: Param, value: Any) -> Any:
             return None
         raise ParamError(f"parameter {p.name!r} may not be null", param=p.name)
     try:
-        return _CONVERTERS[p.type](value)
+        converted = _CONVERTERS[p.type](value)
     except (TypeError, ValueError, InvalidOperation, OverflowError):
         raise ParamError(
             f"parameter {p.name!r} must be {_article(p.type)}, got {value!r}"[:300],
             param=p.name,
         ) from None
+    if p.range is not None:
+        p.range.check(p.name, converted)
+    return converted
 
 
 def _to_bool(value: Any) -> bool:

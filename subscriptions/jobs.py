@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import Annotated, Any
 
 from django.conf import settings
 
 from jobs.context import JobAborted, JobContext
+from jobs.params import Range
 from jobs.registry import job
 from maintenance.services import job_actor
 from subscriptions.services import ExpiryGuardTripped, expire_subscriptions, plan_expiry
@@ -15,7 +16,10 @@ from subscriptions.services import ExpiryGuardTripped, expire_subscriptions, pla
 
 @job("subscriptions.expire", schedule="0 * * * *", queue="critical", timeout=1800)
 def expire(
-    ctx: JobContext, *, grace_days: int | None = None, force: bool = False
+    ctx: JobContext,
+    *,
+    grace_days: Annotated[int, Range(ge=0, le=3650)] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Expire subscriptions whose period ended; suspend those past their grace period.
 
@@ -23,8 +27,6 @@ def expire(
     exactly that hour's work, and a second run of the same slot changes nothing.
     """
     grace = settings.SUBSCRIPTION_GRACE_PERIOD_DAYS if grace_days is None else grace_days
-    if grace < 0:
-        raise JobAborted(f"grace_days must be 0 or more, got {grace}; nothing changed")
     slot = ctx.slot.astimezone(UTC)
     organization_id = ctx.tenant.pk if ctx.tenant is not None else None
     base = {"slot": slot.isoformat(), "grace_days": grace, "tenant": ctx.tenant_key or None}

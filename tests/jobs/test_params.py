@@ -109,3 +109,21 @@ def test_integers_beyond_64_bits_are_refused(value):
 def test_64_bit_bounds_are_accepted():
     assert coerce_params(PARAMS, {"count": 2**63 - 1}) == {"count": 2**63 - 1}
     assert coerce_params(PARAMS, {"count": str(-(2**63))}) == {"count": -(2**63)}
+
+
+def test_bounded_parameters_are_refused_out_of_range_and_described():
+    from typing import Annotated
+
+    from jobs.params import Range
+
+    def bounded(ctx, *, days: Annotated[int, Range(ge=0, le=30)] | None = None):
+        pass
+
+    params = params_from_signature(bounded)
+    assert coerce_params(params, {"days": "30"}) == {"days": 30}
+    assert coerce_params(params, {"days": None}) == {"days": None}
+    with pytest.raises(ParamError, match="'days' must be at least 0, got -1"):
+        coerce_params(params, {"days": -1})
+    with pytest.raises(ParamError, match="'days' must be at most 30, got 31"):
+        coerce_params(params, {"days": 31})
+    assert params[0].describe()["min"] == 0 and params[0].describe()["max"] == 30

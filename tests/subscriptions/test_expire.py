@@ -303,13 +303,16 @@ def test_unknown_tenant_is_refused():
         expire(tenant="org_nobody")
 
 
-def test_negative_grace_days_is_refused(no_guard):
+def test_negative_grace_days_is_refused_before_anything_runs(no_guard):
+    from jobs.models import JobRun
+    from jobs.params import ParamError
+
     sub = SubscriptionFactory(expired=True, expired_at=SLOT - timedelta(days=30))
 
-    run = expire(params={"grace_days": -1})
+    with pytest.raises(ParamError, match="'grace_days' must be at least 0, got -1"):
+        expire(params={"grace_days": -1})
 
-    assert run.status == RunStatus.FAILED
-    assert "grace_days must be 0 or more" in run.error
+    assert not JobRun.objects.exists()
     assert statuses(sub) == [S.EXPIRED]
 
 
