@@ -214,7 +214,8 @@ def _resume_state(run: JobRun) -> Any:
     if run.checkpoint is not None:
         return run.checkpoint  # a taken-over slot continues its own run
     if run.rerun_of_id:
-        return run.rerun_of.checkpoint
+        # A rerun continues a run that crashed; a finished run is done again.
+        return run.rerun_of.checkpoint if run.rerun_of.status == RunStatus.FAILED else None
     last_good = (
         JobRun.objects.filter(
             job=run.job,

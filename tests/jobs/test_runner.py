@@ -331,3 +331,25 @@ def test_log_records_carry_job_run_and_tenant():
     with job_log_context(job="tests.log", run_id=42, tenant="org_001"):
         JobContextFilter().filter(record)
     assert (record.job, record.run_id, record.tenant) == ("tests.log", "42", "org_001")
+
+
+def test_a_rerun_continues_a_failed_run_but_redoes_a_finished_one(register_job):
+    from jobs.enqueue import rerun
+    from jobs.runner import execute_queued
+
+    seen = []
+
+    @register_job("tests.checkpointed")
+    def checkpointed(ctx):
+        seen.append(ctx.resume_state)
+        ctx.checkpoint({"done": True})
+
+    crashed = JobRunFactory(
+        job="tests.checkpointed", status=RunStatus.FAILED, checkpoint={"next": 3}
+    )
+    finished = JobRunFactory(
+        job="tests.checkpointed", status=RunStatus.SUCCEEDED, checkpoint={"done": True}
+    )
+    for original in (crashed, finished):
+        execute_queued(rerun(original, actor="alice", trigger=Trigger.ADMIN).pk)
+    assert seen == [{"next": 3}, None]
