@@ -185,3 +185,63 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Email (notifications) ---
+# Mail goes through the outbox (notifications.services) and is sent by the
+# notifications.send_pending job; this backend is only what that job calls.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="billing@example.com")
+AWS_SES_REGION_NAME = env("AWS_SES_REGION_NAME", default="us-east-1")
+AWS_SES_REGION_ENDPOINT = env(
+    "AWS_SES_REGION_ENDPOINT", default=f"email.{AWS_SES_REGION_NAME}.amazonaws.com"
+)
+AWS_SES_REGION_ENDPOINT_URL = env(
+    "AWS_SES_REGION_ENDPOINT_URL", default=f"https://{AWS_SES_REGION_ENDPOINT}"
+)
+# The sender limits the rate itself, across workers; django-ses's per-process
+# throttle would only slow it down further.
+AWS_SES_AUTO_THROTTLE = None
+AWS_SES_RATE_LIMIT_PER_SECOND = env.float("AWS_SES_RATE_LIMIT_PER_SECOND", default=14.0)
+EMAIL_SEND_TIMEOUT_SECONDS = env.float("EMAIL_SEND_TIMEOUT_SECONDS", default=10.0)
+# No botocore retries: a retried timeout could send twice, and throttling is
+# retried by the outbox with backoff (shared with every other worker).
+from botocore.config import Config as _BotoConfig  # noqa: E402
+
+AWS_SES_CONFIG = _BotoConfig(
+    connect_timeout=EMAIL_SEND_TIMEOUT_SECONDS,
+    read_timeout=EMAIL_SEND_TIMEOUT_SECONDS,
+    retries={"total_max_attempts": 1, "mode": "standard"},
+)
+EMAIL_MAX_ATTEMPTS = env.int("EMAIL_MAX_ATTEMPTS", default=5)
+EMAIL_BATCH_SIZE = env.int("EMAIL_BATCH_SIZE", default=50)
+EMAIL_BATCH_MAX_EMAILS = env.int("EMAIL_BATCH_MAX_EMAILS", default=10_000)
+EMAIL_LEASE_SECONDS = env.int("EMAIL_LEASE_SECONDS", default=300)
+EMAIL_RETRY_BASE_SECONDS = env.int("EMAIL_RETRY_BASE_SECONDS", default=60)
+EMAIL_RETRY_MAX_SECONDS = env.int("EMAIL_RETRY_MAX_SECONDS", default=3600)
+EMAIL_SEND_WORKERS = env.int("EMAIL_SEND_WORKERS", default=1)
+EMAIL_RATE_LIMIT_KEY = env("EMAIL_RATE_LIMIT_KEY", default="ses-send")
+# The limiter's sliding window: a little over a second, so the moment between a
+# grant and the request leaving never puts more than the limit in any second.
+EMAIL_RATE_WINDOW_SECONDS = env.float("EMAIL_RATE_WINDOW_SECONDS", default=1.05)
+# SES bounce/complaint events arrive from SNS at /ses/events/; only these
+# topics are trusted (empty: any topic whose SNS signature verifies).
+AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS = env.list("AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS", default=[])
+
+# --- Maintenance (retention) ---
+# The audit purge deletes records older than this; a job parameter may
+# lengthen it, never shorten it.
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=90)
+# Measured on PostgreSQL (bench purge_audit_trail): 50,000 ids per DELETE take
+# ~60 ms, well under the 250 ms a batch may hold its locks.
+AUDIT_PURGE_BATCH_SIZE = env.int("AUDIT_PURGE_BATCH_SIZE", default=50_000)
+AUDIT_PURGE_BATCH_DELAY_MS = env.int("AUDIT_PURGE_BATCH_DELAY_MS", default=10)
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=30)
+TASK_RESULT_RETENTION_DAYS = env.int("TASK_RESULT_RETENTION_DAYS", default=30)
+API_IDEMPOTENCY_KEY_RETENTION_DAYS = env.int("API_IDEMPOTENCY_KEY_RETENTION_DAYS", default=7)
+MAINTENANCE_CLEANUP_BATCH_SIZE = env.int("MAINTENANCE_CLEANUP_BATCH_SIZE", default=5_000)
+INVOICE_PDF_PREFIX = env("INVOICE_PDF_PREFIX", default="invoices/")
+# Dotted path of a function returning the storage names invoice rows point
+# at; unset, the orphaned-PDF cleanup is skipped (see maintenance.cleanup).
+INVOICE_REFERENCED_FILES_PROVIDER = env("INVOICE_REFERENCED_FILES_PROVIDER", default="")
+INVOICE_PDF_ORPHAN_MIN_AGE_HOURS = env.int("INVOICE_PDF_ORPHAN_MIN_AGE_HOURS", default=24)
+MIDDLEWARE = [*MIDDLEWARE, "maintenance.middleware.RequestIdMiddleware"]

@@ -6,3 +6,12 @@ class NotificationsConfig(AppConfig):
 
     def ready(self) -> None:
         from notifications import jobs  # noqa: F401 - registers this app's jobs
+
+        try:
+            from django_ses.signals import bounce_received, complaint_received
+        except ImportError:  # django-ses not installed: no SES feedback to listen to
+            return
+        from notifications.services import on_bounce, on_complaint
+
+        bounce_received.connect(on_bounce, dispatch_uid="notifications.on_bounce")
+        complaint_received.connect(on_complaint, dispatch_uid="notifications.on_complaint")

@@ -1,1 +1,109 @@
 """Jobs of this app: thin entry points that call services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs.context import JobAborted, JobContext
+from jobs.registry import job
+from notifications.sending import preview_pending
+from notifications.sending import send_pending as send_outbox
+from notifications.services import queue_to_organizations
+
+
+@job("notifications.send_pending", schedule="* * * * *", queue="critical", timeout=900)
+def send_pending(
+    ctx: JobContext,
+    *,
+    max_emails: int | None = None,
+    batch_size: int | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Send due outbox emails at the SES rate limit, in leased batches.
+
+    Safe to run beside other senders (other tenants, other machines): rows are
+    claimed with row locks and a lease, and the rate is shared through Redis.
+    """
+    limit = settings.EMAIL_BATCH_MAX_EMAILS if max_emails is None else max_emails
+    if limit < 0 or (batch_size is not None and batch_size < 1):
+        raise JobAborted("max_emails must be 0 or more and batch_size 1 or more; nothing sent")
+    organization_id = ctx.tenant.pk if ctx.tenant is not None else None
+    if ctx.dry_run:
+        preview = preview_pending(max_emails=limit, organization_id=organization_id)
+        ctx.count(processed=preview["would_send"] + preview["would_suppress"])
+        return {"dry_run": True, **preview}
+    started = timezone.now()
+    report = send_outbox(
+        max_emails=limit,
+        batch_size=batch_size,
+        workers=workers or settings.EMAIL_SEND_WORKERS,
+        organization_id=organization_id,
+    )
+    for email_id, error in report.errors:
+        ctx.item_failed(f"email:{email_id}", error)
+    ctx.count(
+        processed=report.claimed,
+        succeeded=report.sent,
+        skipped=report.retrying + report.suppressed + report.released,
+    )
+    ctx.progress(report.claimed, report.claimed)
+    seconds = (timezone.now() - started).total_seconds()
+    return {
+        **report.as_dict(),
+        "seconds": round(seconds, 2),
+        "rate_per_second": round(report.sent / seconds, 2) if seconds else None,
+        "rate_limit_per_second": settings.AWS_SES_RATE_LIMIT_PER_SECOND,
+    }
+
+
+@job("notifications.send_bulk", queue="default", timeout=1800)
+def send_bulk(
+    ctx: JobContext,
+    *,
+    subject: str,
+    template: str = "announcement",
+    organizations: str = "",
+    message: str = "",
+    campaign: str = "",
+) -> dict[str, Any]:
+    """Queue one email (subject + template) to the billing contact of chosen organizations.
+
+    `organizations` is comma-separated keys; empty means all active ones (or
+    the run's tenant). Queued in bulk; `send_pending` sends them at the rate.
+    Rerunning the same campaign queues nothing new.
+    """
+    keys: list[str] | None = [k.strip() for k in organizations.split(",") if k.strip()] or None
+    if ctx.tenant is not None:
+        keys = [ctx.tenant.key]
+    if not subject.strip():
+        raise JobAborted("subject is required; nothing queued")
+    try:
+        from notifications.services import EmailTemplate
+
+        EmailTemplate(template)
+    except Exception as exc:
+        raise JobAborted(f"unknown email template {template!r}: {exc}") from exc
+    name = campaign or f"run{ctx.run.rerun_of_id or ctx.run.pk}"
+    result = queue_to_organizations(
+        template=template,
+        kind=f"notifications.bulk.{template}",
+        campaign=name,
+        organization_keys=keys,
+        subject=subject,
+        context={"subject": subject, "message": message},
+        dry_run=ctx.dry_run,
+    )
+    for key in result["unknown"]:
+        ctx.item_failed(f"organization:{key}", "unknown organization key")
+    if ctx.dry_run:
+        ctx.count(processed=result["would_queue"])
+    else:
+        ctx.count(
+            processed=result["organizations"],
+            succeeded=result["queued"],
+            skipped=result["already_queued"],
+        )
+    return {"campaign": name, "template": template, "dry_run": ctx.dry_run, **result}

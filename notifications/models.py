@@ -1,8 +1,8 @@
 """The email outbox: every email the service sends is a row here first.
 
 Jobs and services queue rows (bodies rendered at queue time, one recipient
-per row, a unique dedupe key so reruns never queue twice); a sender job
-(issue 5) claims and sends them.
+per row, a unique dedupe key so reruns never queue twice); the
+`notifications.send_pending` job claims due rows under a lease and sends them.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ class OutboundEmail(models.Model):
     last_error = models.TextField(blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # The lease of the sender that claimed the row (status `sending`): past
+    # `claimed_until` another sender may take the row over.
+    claimed_by = models.CharField(max_length=64, blank=True, default="", db_default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    # Written just before the provider is called: a row taken over with it set
+    # may already have been accepted by the provider (see the README's window).
+    send_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -73,3 +80,56 @@ class OutboundEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.to} ({self.status})"
+
+
+def attachment_path(instance: EmailAttachment, filename: str) -> str:
+    return f"outbox/{instance.email_id}/{filename}"
+
+
+class EmailAttachment(models.Model):
+    """A stored file sent with an email (e.g. an invoice PDF)."""
+
+    email = models.ForeignKey(OutboundEmail, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=attachment_path, max_length=500)
+    filename = models.CharField(max_length=255)
+    mimetype = models.CharField(max_length=100, default="application/octet-stream")
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class SuppressionReason(models.TextChoices):
+    BOUNCE = "bounce", "Bounced"
+    COMPLAINT = "complaint", "Complained"
+    MANUAL = "manual", "Added by staff"
+
+
+class SuppressedAddress(models.Model):
+    """An address that must not be mailed again (bounced, complained, or staff said so).
+
+    Stored lower-cased; the sender marks mail to it `suppressed` instead of sending.
+    """
+
+    email = models.EmailField(unique=True)
+    reason = models.CharField(
+        max_length=10, choices=SuppressionReason.choices, default=SuppressionReason.MANUAL
+    )
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["email"]
+        verbose_name_plural = "suppressed addresses"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(reason__in=[r.value for r in SuppressionReason]),
+                name="suppressedaddress_reason_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def save(self, *args, **kwargs) -> None:
+        self.email = self.email.strip().lower()
+        super().save(*args, **kwargs)

@@ -81,3 +81,40 @@ def expire(
     if result.tenants:
         summary["per_tenant"] = result.tenants
     return summary
+
+
+@job("subscriptions.send_renewal_reminders", schedule="0 9 * * *", queue="default", timeout=1800)
+def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
+    """Queue renewal reminders (period ending within `days`) and payment-due reminders.
+
+    Queued through the outbox with a dedupe key per subscription and period, so
+    running it twice a day, or every day of the window, mails each one once.
+    """
+    from subscriptions.services import queue_renewal_reminders
+
+    if days < 1:
+        raise JobAborted(f"days must be 1 or more, got {days}; nothing queued")
+    slot = ctx.slot.astimezone(UTC)
+    result = queue_renewal_reminders(
+        slot=slot,
+        days=days,
+        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        dry_run=ctx.dry_run,
+    )
+    queued = result.renewal + result.payment_due
+    if ctx.dry_run:
+        ctx.count(processed=queued)
+        return {
+            "slot": slot.isoformat(),
+            "days": days,
+            "dry_run": True,
+            "would_queue_renewal": result.renewal,
+            "would_queue_payment_due": result.payment_due,
+        }
+    ctx.count(processed=queued, succeeded=queued)
+    return {
+        "slot": slot.isoformat(),
+        "days": days,
+        "renewal_reminders_queued": result.renewal,
+        "payment_due_reminders_queued": result.payment_due,
+    }

@@ -117,3 +117,17 @@ class OutboundEmailFactory(factory.django.DjangoModelFactory):
     body_text = "Hello."
     kind = "tests.hello"
     dedupe_key = factory.Sequence(lambda n: f"tests.hello:{n}")
+
+
+# --- notifications: suppression list ----------------------------------------------
+
+from notifications.models import SuppressedAddress  # noqa: E402
+
+
+class SuppressedAddressFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = SuppressedAddress
+        django_get_or_create = ("email",)
+
+    email = factory.Sequence(lambda n: f"bounced{n}@example.com")
+    reason = "bounce"

@@ -64,3 +64,66 @@ def test_audit_of_object_finds_single_and_bulk_records():
     assert set(audit_of_object(object_type="t", object_id=5)) == {single, bulk, other_tenant}
     assert set(audit_of_object(object_type="t", object_id=5, tenant="org_a")) == {single, bulk}
     assert list(audit_of_object(object_type="t", object_id=8)) == []
+
+
+@pytest.fixture
+def superuser_client(client):
+    client.force_login(UserFactory(username="auditor", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_admin_search_finds_an_object_by_type_and_id_bulk_records_included(superuser_client):
+    single = record_audit(
+        actor="user:alice", action="edit", object_type="subscriptions.subscription", object_id=42
+    )
+    bulk = AuditTrail.objects.create(
+        actor="job:subscriptions.expire#3",
+        action="subscription.expired",
+        object_type="subscriptions.subscription",
+        object_ids=[41, 42],
+        tenant="org_a",
+    )
+    other = record_audit(
+        actor="user:bob", action="edit", object_type="payments.payment", object_id=42
+    )
+
+    response = superuser_client.get(
+        "/admin/maintenance/audittrail/", {"q": "subscriptions.subscription:42"}
+    )
+
+    shown = {entry.pk for entry in response.context["cl"].result_list}
+    assert shown == {single.pk, bulk.pk}
+    assert other.pk not in shown
+
+
+@pytest.mark.parametrize("term", ["user:alice", "req-9", "17", "not a number"])
+def test_admin_search_matches_actor_request_and_run_exactly(superuser_client, term):
+    record_audit(
+        actor="user:alice",
+        action="edit",
+        object_type="t",
+        object_id=1,
+        request_id="req-9",
+        job_run_id=17,
+    )
+    record_audit(actor="user:alicia", action="edit", object_type="t", object_id=2)
+
+    response = superuser_client.get("/admin/maintenance/audittrail/", {"q": term})
+
+    assert response.status_code == 200
+    found = len(response.context["cl"].result_list)
+    assert found == (0 if term == "not a number" else 1)
+
+
+def test_audit_trail_is_indexed_by_time_for_the_purge():
+    assert ("at",) in {tuple(index.fields) for index in AuditTrail._meta.indexes}
+
+
+@pytest.mark.postgres
+def test_the_time_index_is_brin_on_postgresql():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_at_idx'")
+        (definition,) = cursor.fetchone()
+    assert "USING brin" in definition

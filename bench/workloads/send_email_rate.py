@@ -1,0 +1,197 @@
+"""notifications.send_pending sending 2,000 queued emails to a moto SES server.
+
+Starts `moto_server` on a free loopback port in its own process (so it does
+not share this process's GIL with the senders), verifies the sender, and:
+* measures what moto takes alone: BENCH_SEND_WORKERS threads sending the
+  same kind of message through django-ses as fast as they can for a few
+  seconds, with no outbox and no database;
+* queues BENCH_EMAILS emails and sends them with send_pending(workers=4)
+  under a limit of BENCH_RATE (200/s), every send time recorded;
+* measures moto alone again, and takes the mean of both as its capacity.
+
+The line: project = seconds to send them all; at_limit = the ideal seconds at
+min(limit, moto alone); rate (first to last request); max_1s, the most
+requests that left in any 1-second span (time taken just before each), and
+max_1s_grants, the same for the limiter's grants.
+Targets: rate >= 90% of min(limit, moto alone); max_1s <= limit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from django.db import connection
+from django.test import override_settings
+
+from bench.common import Result, log, settle
+
+EMAILS = int(os.environ.get("BENCH_EMAILS", 2_000))
+RATE = int(os.environ.get("BENCH_RATE", 200))
+WORKERS = int(os.environ.get("BENCH_SEND_WORKERS", 4))
+SENDER = "bench@sender.example"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("bench: moto_server did not start")
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def moto_alone(seconds: float = 4.0) -> float:
+    """Sends per second the moto server takes from WORKERS unlimited threads sending
+    the same messages through django-ses, without the outbox (no database)."""
+    from django.core.mail import EmailMultiAlternatives, get_connection
+
+    counts = [0] * WORKERS
+    stop_at = time.time() + seconds
+
+    def worker(i: int) -> None:
+        backend = get_connection()
+        backend.open()
+        while time.time() < stop_at:
+            message = EmailMultiAlternatives(
+                "Your reminder",
+                "Hello,\n\nYour subscription renews soon.\n",
+                SENDER,
+                [f"x{i}-{counts[i]}@customer.example"],
+                connection=backend,
+            )
+            message.attach_alternative(
+                "<p>Hello,</p><p>Your subscription renews soon.</p>", "text/html"
+            )
+            message.send()
+            counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
+    start = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.time() - start)
+
+
+def queue(n: int) -> None:
+    from notifications.models import OutboundEmail
+
+    table = OutboundEmail._meta.db_table
+    with connection.cursor() as c:
+        c.execute(f"TRUNCATE {table} RESTART IDENTITY CASCADE")
+        c.execute(
+            f"""INSERT INTO {table} (organization_id, "to", subject, body_text, body_html, kind,
+                dedupe_key, status, attempts, next_attempt_at, provider_message_id, last_error,
+                created_at, claimed_by)
+            SELECT NULL, 'person' || g || '@customer.example', 'Your reminder',
+                'Hello,' || E'\\n\\nYour subscription renews soon.\\n',
+                '<p>Hello,</p><p>Your subscription renews soon.</p>', 'bench.reminder',
+                'bench.reminder:' || g, 'queued', 0, now() - interval '1 minute', '', '', now(), ''
+            FROM generate_series(1, %s) g""",
+            [n],
+        )
+    settle(table)
+
+
+def run() -> Result:
+    import boto3
+
+    from notifications.models import EmailStatus, OutboundEmail
+    from notifications.ratelimit import shared_limiter
+    from notifications.sending import send_pending
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(key, value)
+    proc, url = start_moto()
+    try:
+        boto3.client("ses", region_name="us-east-1", endpoint_url=url).verify_email_identity(
+            EmailAddress=SENDER
+        )
+        queue(EMAILS)
+        with override_settings(
+            EMAIL_BACKEND="django_ses.SESBackend",
+            AWS_SES_REGION_ENDPOINT_URL=url,
+            DEFAULT_FROM_EMAIL=SENDER,
+            AWS_SES_RATE_LIMIT_PER_SECOND=RATE,
+        ):
+            before = moto_alone()
+            log(f"moto alone through django-ses, {WORKERS} threads, before: {before:.0f}/s")
+            limiter = shared_limiter(per_second=RATE, key=f"bench-{uuid.uuid4().hex}")
+            start = time.perf_counter()
+            report = send_pending(
+                max_emails=EMAILS, workers=WORKERS, limiter=limiter, record_times=True
+            )
+            elapsed = time.perf_counter() - start
+            after = moto_alone()
+            log(f"moto alone after the run: {after:.0f}/s")
+        # The box is shared: moto's capacity is measured on both sides of the
+        # run and averaged, so a load change during the run is not mistaken
+        # for the sender's overhead (both figures are printed).
+        capacity = (before + after) / 2
+        target = min(RATE, capacity)
+        sent = OutboundEmail.objects.filter(status=EmailStatus.SENT).count()
+        if report.sent != EMAILS or sent != EMAILS:
+            raise SystemExit(f"bench: sent {report.sent} ({sent} recorded) of {EMAILS}")
+        times = sorted(report.send_times)
+        rate = (len(times) - 1) / (times[-1] - times[0])
+        peak = max_in_any_window(times)
+        peak_grants = max_in_any_window(report.grant_times)
+        log(
+            f"sent {EMAILS} in {elapsed:.2f} s: {rate:.1f}/s, max in any 1 s: {peak} "
+            f"requests, {peak_grants} grants"
+        )
+        return Result(
+            project=elapsed,
+            baseline_name="at_limit",
+            baseline=EMAILS / target,
+            extras={
+                "limit": f"{RATE}/s",
+                "moto_alone": f"{capacity:.0f}/s (before {before:.0f}, after {after:.0f})",
+                "rate": f"{rate:.1f}/s ({100 * rate / target:.1f}% of {target:.0f})",
+                "max_1s": str(peak),
+                "max_1s_grants": str(peak_grants),
+                "workers": str(WORKERS),
+                "limiter": "redis" if limiter._redis is not None else "local",
+            },
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

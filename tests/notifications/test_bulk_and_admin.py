@@ -1,0 +1,141 @@
+import pytest
+from django.urls import reverse
+
+from jobs.models import RunStatus
+from jobs.runner import run_job
+from notifications.models import EmailStatus, OutboundEmail
+from notifications.selectors import status_counts
+from subscriptions.models import OrganizationStatus
+from tests.factories import OrganizationFactory, OutboundEmailFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_send_bulk_queues_one_email_per_chosen_organization():
+    a = OrganizationFactory(key="org_a", name="A & Co")
+    OrganizationFactory(key="org_b")
+
+    run = run_job(
+        "notifications.send_bulk",
+        params={
+            "subject": "Maintenance on Sunday",
+            "message": "We will be down.",
+            "organizations": "org_a,org_missing",
+            "campaign": "sunday",
+        },
+    )
+
+    assert run.status == RunStatus.PARTIAL  # the unknown key is an item failure
+    assert run.failures.get().item_key == "organization:org_missing"
+    email = OutboundEmail.objects.get()
+    assert email.to == a.billing_email
+    assert email.subject == "Maintenance on Sunday"
+    assert "Hello A & Co," in email.body_text and "We will be down." in email.body_text
+    assert email.status == EmailStatus.QUEUED
+    assert email.dedupe_key == f"notifications.bulk.announcement:sunday:org{a.pk}"
+
+
+def test_send_bulk_to_all_active_organizations_once_per_campaign():
+    OrganizationFactory.create_batch(3)
+    OrganizationFactory(status=OrganizationStatus.CLOSED)
+    params = {"subject": "News", "campaign": "news-1"}
+
+    first = run_job("notifications.send_bulk", params=params)
+    again = run_job("notifications.send_bulk", params=params)
+    dry = run_job("notifications.send_bulk", params={"subject": "x"}, dry_run=True)
+
+    assert first.summary["queued"] == 3
+    assert again.summary["queued"] == 0 and again.summary["already_queued"] == 3
+    assert dry.summary["would_queue"] == 3
+    assert OutboundEmail.objects.count() == 3
+
+
+def test_status_counts_have_every_status():
+    OutboundEmailFactory.create_batch(2)
+    OutboundEmailFactory(status=EmailStatus.FAILED)
+
+    assert status_counts() == {
+        "queued": 2,
+        "sending": 0,
+        "sent": 0,
+        "failed": 1,
+        "suppressed": 0,
+    }
+
+
+def test_admin_outbox_shows_counts_and_retries_and_cancels(client):
+    admin = UserFactory(username="boss", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    failed = OutboundEmailFactory(status=EmailStatus.FAILED, attempts=5)
+    queued = OutboundEmailFactory()
+    url = reverse("admin:notifications_outboundemail_changelist")
+
+    page = client.get(url, {"status__exact": "failed"})
+    assert page.status_code == 200
+    assert b"outbox-status-counts" in page.content
+
+    client.post(url, {"action": "retry_now_action", "_selected_action": [failed.pk]})
+    client.post(url, {"action": "cancel_action", "_selected_action": [queued.pk]})
+
+    failed.refresh_from_db()
+    queued.refresh_from_db()
+    assert failed.status == EmailStatus.QUEUED and failed.attempts == 0
+    assert queued.status == EmailStatus.FAILED and "canceled by user:boss" in queued.last_error
+
+
+def test_admin_actions_need_the_change_permission(client):
+    from django.contrib.auth.models import Permission
+
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_outboundemail"))
+    client.force_login(viewer)
+    failed = OutboundEmailFactory(status=EmailStatus.FAILED)
+    url = reverse("admin:notifications_outboundemail_changelist")
+
+    assert b"retry_now_action" not in client.get(url).content
+    client.post(url, {"action": "retry_now_action", "_selected_action": [failed.pk]})
+
+    failed.refresh_from_db()
+    assert failed.status == EmailStatus.FAILED
+
+
+def test_staff_can_add_a_suppressed_address(client):
+    admin = UserFactory(username="boss2", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+
+    client.post(
+        reverse("admin:notifications_suppressedaddress_add"),
+        {"email": "NoMore@Example.com", "reason": "manual", "note": "asked us"},
+    )
+
+    from notifications.models import SuppressedAddress
+
+    assert SuppressedAddress.objects.get().email == "nomore@example.com"
+
+
+def test_the_ses_event_webhook_feeds_the_suppression_list(settings):
+    """SNS posts an SES bounce to django-ses's view (signature check off here)."""
+    import json
+
+    from django.test import RequestFactory
+
+    from notifications.models import SuppressedAddress
+    from notifications.urls import urlpatterns
+
+    settings.AWS_SES_VERIFY_EVENT_SIGNATURES = False
+    bounce = {
+        "eventType": "Bounce",
+        "mail": {"messageId": "m1"},
+        "bounce": {
+            "bounceType": "Permanent",
+            "bounceSubType": "NoEmail",
+            "bouncedRecipients": [{"emailAddress": "Nobody@Customer.example"}],
+        },
+    }
+    body = json.dumps({"Type": "Notification", "Message": json.dumps(bounce)})
+    request = RequestFactory().post("/ses/events/", body, content_type="application/json")
+
+    response = urlpatterns[0].callback(request)
+
+    assert response.status_code == 200
+    assert SuppressedAddress.objects.get().email == "nobody@customer.example"
