@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from jobs import enqueue, schedules
 from jobs.forms import PauseForm
 from jobs.models import JobRun, ScheduleState, Trigger
+from jobs.panels import overview_panels
 from jobs.selectors import job_overview
 
 RUN_JOB_PERMISSION = "jobs.run_job"
@@ -123,6 +124,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Jobs overview",
         "overview": job_overview(),
+        "panels": overview_panels(),
         "background_jobs_enabled": settings.BACKGROUND_JOBS_ENABLED,
         "can_act": can_act(request.user),
     }

@@ -5,7 +5,15 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
+        from jobs.panels import register_panel
         from notifications import jobs  # noqa: F401 - registers this app's jobs
+        from notifications.selectors import status_counts
+
+        register_panel(
+            "Email outbox",
+            status_counts,
+            url_name="admin:notifications_outboundemail_changelist",
+        )
 
         try:
             from django_ses.signals import bounce_received, complaint_received
