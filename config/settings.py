@@ -222,7 +222,7 @@ EMAIL_SEND_WORKERS = env.int("EMAIL_SEND_WORKERS", default=1)
 EMAIL_RATE_LIMIT_KEY = env("EMAIL_RATE_LIMIT_KEY", default="ses-send")
 # The limiter's sliding window: a little over a second, so the moment between a
 # grant and the request leaving never puts more than the limit in any second.
-EMAIL_RATE_WINDOW_SECONDS = env.float("EMAIL_RATE_WINDOW_SECONDS", default=1.05)
+EMAIL_RATE_WINDOW_SECONDS = env.float("EMAIL_RATE_WINDOW_SECONDS", default=1.02)
 # SES bounce/complaint events arrive from SNS at /ses/events/; only these
 # topics are trusted (empty: any topic whose SNS signature verifies).
 AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS = env.list("AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS", default=[])

@@ -7,7 +7,7 @@ not matter. Without Redis, one log per process (enough for one `qcluster`).
 
 A sliding log (not fixed 1-second buckets) keeps every 1-second span, not
 only every calendar second, under the limit. The window is a little longer
-than a second (`EMAIL_RATE_WINDOW_SECONDS`, default 1.05) so the few
+than a second (`EMAIL_RATE_WINDOW_SECONDS`, default 1.02) so the few
 milliseconds between a grant and the request leaving never push a span over.
 """
 
@@ -44,8 +44,8 @@ return {math.max(1, tonumber(oldest[2]) + window - now), 0}
 
 
 def window_for(per_second: float, window_seconds: float) -> tuple[int, float]:
-    """(sends, seconds) of the sliding window for a rate: 14/s -> 14 per 1.05 s,
-    0.5/s -> 1 per 2.1 s."""
+    """(sends, seconds) of the sliding window for a rate: 14/s -> 14 per 1.02 s,
+    0.5/s -> 1 per 2.04 s."""
     if per_second <= 0:
         raise ValueError(f"the send rate must be positive, not {per_second}")
     limit = max(1, math.floor(per_second))
@@ -61,7 +61,7 @@ class SendRateLimiter:
         per_second: float,
         key: str,
         redis_url: str = "",
-        window_seconds: float = 1.05,
+        window_seconds: float = 1.02,
     ) -> None:
         self.per_second = per_second
         self.key = key
