@@ -144,10 +144,10 @@ def test_expire_writes_audit_and_outbox_rows_in_the_same_transaction(no_guard):
 def test_a_failure_while_queueing_emails_rolls_back_the_status_changes(no_guard, monkeypatch):
     sub = ending(-timedelta(hours=1))
 
-    def broken(**kwargs):
+    def broken(groups, **kwargs):
         raise RuntimeError("outbox down")
 
-    monkeypatch.setattr(services, "queue_bulk", broken)
+    monkeypatch.setattr(services, "_queue_digests", broken)
     run = expire()
 
     assert run.status == RunStatus.FAILED

@@ -30,15 +30,15 @@ def test_overlapping_tenant_and_global_runs_change_and_audit_each_subscription_o
         for org in (org_a, org_a, org_b)
     ]
     tenant_run_updated = threading.Event()
-    real_queue_bulk = services.queue_bulk
+    real_queue_digests = services._queue_digests
 
-    def slow_queue_bulk(**kwargs):
+    def slow_queue_digests(groups, **kwargs):
         if threading.current_thread().name == "tenant-run":
             tenant_run_updated.set()
             time.sleep(1.0)  # keep the transaction (and its row locks) open
-        return real_queue_bulk(**kwargs)
+        return real_queue_digests(groups, **kwargs)
 
-    monkeypatch.setattr(services, "queue_bulk", slow_queue_bulk)
+    monkeypatch.setattr(services, "_queue_digests", slow_queue_digests)
     runs = {}
 
     def run(name, tenant):
@@ -68,39 +68,39 @@ def test_overlapping_tenant_and_global_runs_change_and_audit_each_subscription_o
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_digests_rendered_ahead_are_used_only_when_their_count_matches(settings, monkeypatch):
-    """On PostgreSQL the digests are rendered by a thread while the UPDATE runs;
-    one whose count differs from what really changed is rendered again."""
+@pytest.mark.django_db
+def test_digests_rendered_by_the_database_equal_djangos_rendering(settings):
+    """On PostgreSQL the digests are queued by one INSERT ... SELECT per kind,
+    the template rendered once with holes the database fills; each must be
+    byte for byte what Django renders for that organization and count."""
     settings.EXPIRY_SAFETY_LIMIT_PERCENT = 100
-    calm = OrganizationFactory(key="org_calm", name="Calm")
-    moved = OrganizationFactory(key="org_moved", name="Moved")
-    for org in (calm, calm, moved):
+    one = OrganizationFactory(key="org_one", name='Tom & "Jerry" <Ltd>')
+    two = OrganizationFactory(key="org_two", name="O'Brien")
+    for org in (one, two, two):
         SubscriptionFactory(organization=org, current_period_end=SLOT - timedelta(hours=1))
-    rendered_by = []
-    real_draft = services._DigestRenderer.draft
-    real_run = services._Prerender.run
-
-    def recording_draft(self, **kwargs):
-        rendered_by.append((kwargs["organization_id"], threading.current_thread().name))
-        return real_draft(self, **kwargs)
-
-    def stale_run(self):
-        real_run(self)
-        count, draft = self.drafts[(moved.pk, "expired")]
-        self.drafts[(moved.pk, "expired")] = (count + 1, draft)  # as if a row changed
-
-    monkeypatch.setattr(services._DigestRenderer, "draft", recording_draft)
-    monkeypatch.setattr(services._Prerender, "run", stale_run)
+    SubscriptionFactory(organization=two, expired=True, expired_at=SLOT - timedelta(days=30))
 
     run = run_job("subscriptions.expire", slot=SLOT)
 
     assert run.status == RunStatus.SUCCEEDED, run.error
-    subjects = dict(OutboundEmail.objects.values_list("organization__key", "subject"))
-    assert subjects == {
-        "org_calm": "2 subscriptions of Calm have expired",
-        "org_moved": "A subscription of Moved has expired",
+    renderer = services._DigestRenderer(slot=SLOT, grace_days=7)
+    expected = {
+        (org.pk, status): renderer.draft(
+            organization_id=org.pk,
+            status=status,
+            count=n,
+            name=org.name,
+            email=org.billing_email,
+        )
+        for org, status, n in [(one, "expired", 1), (two, "expired", 2), (two, "suspended", 1)]
     }
-    assert (calm.pk, "expire-prerender") in rendered_by
-    assert (moved.pk, "MainThread") in rendered_by
-    assert (calm.pk, "MainThread") not in rendered_by
+    queued = {(e.organization_id, e.kind.split(".")[1]): e for e in OutboundEmail.objects.all()}
+    assert set(queued) == set(expected)
+    for key, draft in expected.items():
+        email = queued[key]
+        assert (email.subject, email.body_text, email.body_html) == (
+            draft.subject,
+            draft.body_text,
+            draft.body_html,
+        ), key
+        assert (email.to, email.dedupe_key) == (draft.to, draft.dedupe_key)
