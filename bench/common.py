@@ -47,3 +47,18 @@ def settle(*tables: str) -> None:
         for table in tables:
             cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(table)}")
         cursor.execute("CHECKPOINT")
+
+
+def table_names() -> dict[str, str]:
+    """The database tables the workloads seed and reset, by short name."""
+    from maintenance.models import AuditTrail
+    from notifications.models import OutboundEmail
+    from subscriptions.models import Organization, Plan, Subscription
+
+    return {
+        "sub": Subscription._meta.db_table,
+        "org": Organization._meta.db_table,
+        "plan": Plan._meta.db_table,
+        "audit": AuditTrail._meta.db_table,
+        "outbox": OutboundEmail._meta.db_table,
+    }

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, settle, timed
+from bench.common import Result, log, settle, table_names, timed
 
 SUBSCRIPTIONS = int(os.environ.get("BENCH_SUBSCRIPTIONS", 1_000_000))
 ORGANIZATIONS = int(os.environ.get("BENCH_ORGANIZATIONS", 10_000))
@@ -30,25 +30,11 @@ SLOT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 GRACE_DAYS = 7
 
 
-def tables() -> dict[str, str]:
-    from maintenance.models import AuditTrail
-    from notifications.models import OutboundEmail
-    from subscriptions.models import Organization, Plan, Subscription
-
-    return {
-        "sub": Subscription._meta.db_table,
-        "org": Organization._meta.db_table,
-        "plan": Plan._meta.db_table,
-        "audit": AuditTrail._meta.db_table,
-        "outbox": OutboundEmail._meta.db_table,
-    }
-
-
 def seed() -> None:
     """Set-based seed. Of every 100 subscriptions: 45 running and due (5
     trialing, 35 active, 5 past_due), 5 expired past grace, 5 expired in grace,
     40 running not due, 3 suspended, 2 canceled."""
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
             f"TRUNCATE {t['sub']}, {t['audit']}, {t['outbox']}, {t['org']}, {t['plan']} "
@@ -116,7 +102,7 @@ def expected_transitions() -> tuple[int, int]:
 
 def raw_update() -> int:
     """The floor: one UPDATE doing both transitions, no audit, no email."""
-    t = tables()
+    t = table_names()
     with transaction.atomic(), connection.cursor() as c:
         c.execute(
             f"""UPDATE {t["sub"]} SET
@@ -136,8 +122,8 @@ def audited_subscriptions(run_id: int) -> int:
     """Subscriptions the run's audit records list: every change is on record."""
     with connection.cursor() as c:
         c.execute(
-            f"SELECT coalesce(sum(jsonb_array_length(object_ids)), 0) FROM {tables()['audit']} "
-            "WHERE job_run_id = %s",
+            "SELECT coalesce(sum(jsonb_array_length(object_ids)), 0) "
+            f"FROM {table_names()['audit']} WHERE job_run_id = %s",
             [run_id],
         )
         return c.fetchone()[0]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, settle, timed
+from bench.common import Result, log, settle, table_names, timed
 
 REMINDERS = int(os.environ.get("BENCH_REMINDERS", 100_000))
 ORGANIZATIONS = int(os.environ.get("BENCH_ORGANIZATIONS", 10_000))
@@ -26,21 +26,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
 SLOT = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
 
 
-def tables() -> dict[str, str]:
-    from notifications.models import OutboundEmail
-    from subscriptions.models import Organization, Plan, Subscription
-
-    return {
-        "sub": Subscription._meta.db_table,
-        "org": Organization._meta.db_table,
-        "plan": Plan._meta.db_table,
-        "outbox": OutboundEmail._meta.db_table,
-    }
-
-
 def seed() -> None:
     """Two of every three subscriptions are active and end within 7 days of the slot."""
-    t = tables()
+    t = table_names()
     total = REMINDERS * 3 // 2
     with connection.cursor() as c:
         c.execute(
@@ -74,12 +62,12 @@ def seed() -> None:
 
 def empty_outbox() -> None:
     with connection.cursor() as c:
-        c.execute(f"TRUNCATE {tables()['outbox']} RESTART IDENTITY CASCADE")
-    settle(tables()["outbox"])
+        c.execute(f"TRUNCATE {table_names()['outbox']} RESTART IDENTITY CASCADE")
+    settle(table_names()["outbox"])
 
 
 def raw_insert_select() -> int:
-    t = tables()
+    t = table_names()
     with transaction.atomic(), connection.cursor() as c:
         c.execute(
             f"""INSERT INTO {t["outbox"]} (organization_id, "to", subject, body_text, body_html,

@@ -31,6 +31,7 @@ from django.db import connection
 from django.test import override_settings
 
 from bench.common import Result, log, settle
+from notifications.ratelimit import max_in_any_window
 
 EMAILS = int(os.environ.get("BENCH_EMAILS", 2_000))
 RATE = int(os.environ.get("BENCH_RATE", 200))
@@ -61,16 +62,6 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("bench: moto_server did not start")
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def moto_alone(seconds: float = 4.0) -> float:

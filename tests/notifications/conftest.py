@@ -75,14 +75,3 @@ def ses(moto_ses_url, settings):
     inbox = SesInbox()
     inbox.clear()
     return inbox
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    """The most sends that started within any `window`-second span."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best

@@ -14,7 +14,7 @@ from django.utils import timezone
 from jobs.models import RunStatus
 from jobs.runner import run_job
 from notifications.models import EmailStatus, OutboundEmail, SuppressedAddress
-from notifications.ratelimit import shared_limiter
+from notifications.ratelimit import max_in_any_window, shared_limiter
 from notifications.sending import claim_due, classify, send_pending
 from notifications.services import (
     Attachment,
@@ -25,7 +25,6 @@ from notifications.services import (
     retry_now,
 )
 from tests.factories import OutboundEmailFactory, SuppressedAddressFactory
-from tests.notifications.conftest import max_in_any_window
 
 pytestmark = pytest.mark.django_db
 
