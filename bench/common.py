@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from django.db import connection
 
@@ -62,3 +64,15 @@ def table_names() -> dict[str, str]:
         "audit": AuditTrail._meta.db_table,
         "outbox": OutboundEmail._meta.db_table,
     }
+
+
+def seed_organizations(cursor: Any, *, count: int, created_at: datetime) -> None:
+    """`count` active organizations org_00001..., each with a billing email."""
+    table = table_names()["org"]
+    cursor.execute(
+        f"""INSERT INTO {table} (key, name, billing_email, status, timezone, created_at)
+        SELECT 'org_' || lpad(g::text, 5, '0'), 'Organization ' || g,
+               'billing@org' || g || '.example', 'active', 'UTC', %(created)s
+        FROM generate_series(1, %(count)s) g""",
+        {"created": created_at, "count": count},
+    )

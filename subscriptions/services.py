@@ -417,8 +417,9 @@ class _DigestRenderer:
     """Renders the status-change digest emails of one run.
 
     A digest per organization and kind, not one email per subscription: an
-    organization whose 300 seats lapse together gets one message, and a run
-    renders a few thousand templates, not hundreds of thousands. The dedupe
+    organization whose 300 seats lapse together gets one message. On
+    PostgreSQL each template is rendered once and the database fills in the
+    names and counts (`sql_rendered`); elsewhere one render per digest. The dedupe
     key (kind, organization, slot) makes a rerun of the slot queue nothing new.
     """
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, settle, table_names, timed
+from bench.common import Result, log, seed_organizations, settle, table_names, timed
 
 SUBSCRIPTIONS = int(os.environ.get("BENCH_SUBSCRIPTIONS", 1_000_000))
 ORGANIZATIONS = int(os.environ.get("BENCH_ORGANIZATIONS", 10_000))
@@ -47,13 +47,7 @@ def seed() -> None:
             ('Team', 9900, 'USD', 'month'), ('Pro yearly', 29000, 'EUR', 'year'),
             ('Enterprise', 990000, 'USD', 'year')"""
         )
-        c.execute(
-            f"""INSERT INTO {t["org"]} (key, name, billing_email, status, timezone, created_at)
-            SELECT 'org_' || lpad(g::text, 5, '0'), 'Organization ' || g,
-                   'billing@org' || g || '.example', 'active', 'UTC', %(slot)s
-            FROM generate_series(1, %(orgs)s) g""",
-            {"slot": SLOT, "orgs": ORGANIZATIONS},
-        )
+        seed_organizations(c, count=ORGANIZATIONS, created_at=SLOT)
         c.execute(
             f"""INSERT INTO {t["sub"]} (organization_id, plan_id, status, current_period_start,
                 current_period_end, auto_renew, canceled_at, expired_at, suspended_at,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, settle, table_names, timed
+from bench.common import Result, log, seed_organizations, settle, table_names, timed
 
 REMINDERS = int(os.environ.get("BENCH_REMINDERS", 100_000))
 ORGANIZATIONS = int(os.environ.get("BENCH_ORGANIZATIONS", 10_000))
@@ -39,13 +39,7 @@ def seed() -> None:
             f"""INSERT INTO {t["plan"]} (name, price_minor, currency, interval) VALUES
             ('Starter', 900, 'EUR', 'month'), ('Pro', 2900, 'EUR', 'month')"""
         )
-        c.execute(
-            f"""INSERT INTO {t["org"]} (key, name, billing_email, status, timezone, created_at)
-            SELECT 'org_' || lpad(g::text, 5, '0'), 'Organization ' || g,
-                   'billing@org' || g || '.example', 'active', 'UTC', %(slot)s
-            FROM generate_series(1, %(orgs)s) g""",
-            {"slot": SLOT, "orgs": ORGANIZATIONS},
-        )
+        seed_organizations(c, count=ORGANIZATIONS, created_at=SLOT)
         c.execute(
             f"""INSERT INTO {t["sub"]} (organization_id, plan_id, status, current_period_start,
                 current_period_end, auto_renew, created_at, updated_at)
