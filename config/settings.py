@@ -245,3 +245,7 @@ INVOICE_PDF_PREFIX = env("INVOICE_PDF_PREFIX", default="invoices/")
 INVOICE_REFERENCED_FILES_PROVIDER = env("INVOICE_REFERENCED_FILES_PROVIDER", default="")
 INVOICE_PDF_ORPHAN_MIN_AGE_HOURS = env.int("INVOICE_PDF_ORPHAN_MIN_AGE_HOURS", default=24)
 MIDDLEWARE = [*MIDDLEWARE, "maintenance.middleware.RequestIdMiddleware"]
+
+# --- Payments (Stripe) ---
+
+# --- Billing (usage, invoices, analytics) ---

@@ -9,6 +9,8 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
 from jobs import registry
+from tests.fixtures_moto import moto_server_url, moto_ses_url, ses  # noqa: F401
+from tests.fixtures_stripe import *  # noqa: F403
 
 
 def on_postgres() -> bool:

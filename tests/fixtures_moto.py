@@ -1,4 +1,5 @@
-"""A moto SES server on a free loopback port, so django-ses calls the SES API over HTTP."""
+"""A moto server (SES, S3, ...) on a free loopback port, so django-ses and boto3 talk
+HTTP to it. Imported by tests/conftest.py, so every test package can use it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def moto_ses_url():
+def moto_server_url():
     from moto.server import ThreadedMotoServer
 
     for key, value in {
@@ -40,6 +41,11 @@ def moto_ses_url():
     )
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_ses_url(moto_server_url):
+    return moto_server_url
 
 
 class SesInbox:

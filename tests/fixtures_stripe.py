@@ -1,0 +1,1 @@
+"""localstripe on a free loopback port (filled in by the payments work)."""
