@@ -1,0 +1,3 @@
+"""Billing admin, one module per area."""
+
+from billing.admin import analytics, invoices, usage  # noqa: F401

@@ -1,1 +1,0 @@
-"""Jobs of this app: thin entry points that call services."""
