@@ -66,7 +66,7 @@ def enqueue_run(
     if idempotency_key:
         existing = JobRun.objects.filter(idempotency_key=idempotency_key).first()
         if existing:
-            return _replayed(existing, replay), False
+            return _replayed(existing, replay, spec), False
     try:
         with transaction.atomic():
             run = JobRun.objects.create(
@@ -96,13 +96,25 @@ def enqueue_run(
             transaction.on_commit(lambda: _send(spec, run))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won
-            return _replayed(JobRun.objects.get(idempotency_key=idempotency_key), replay), False
+            return (
+                _replayed(JobRun.objects.get(idempotency_key=idempotency_key), replay, spec),
+                False,
+            )
         raise
     return run, True
 
 
-def _replayed(run: JobRun, replay: dict[str, Any]) -> JobRun:
-    first = {"job": run.job, "tenant": run.tenant, "params": run.params, "dry_run": run.dry_run}
+def _replayed(run: JobRun, replay: dict[str, Any], spec: JobSpec) -> JobRun:
+    """Params are compared as the job reads them: PostgreSQL's jsonb hands a
+    number back in its own form (2.148314123772527e+16 becomes an int), the
+    same value in another type."""
+    first = {
+        "job": run.job,
+        "tenant": run.tenant,
+        "params": _as_read(spec, run.params),
+        "dry_run": run.dry_run,
+    }
+    replay = {**replay, "params": _as_read(spec, replay["params"])}
     if first != replay:
         differing = ", ".join(k for k in replay if replay[k] != first[k])
         raise IdempotencyConflict(
@@ -110,6 +122,13 @@ def _replayed(run: JobRun, replay: dict[str, Any]) -> JobRun:
             run=run,
         )
     return run
+
+
+def _as_read(spec: JobSpec, params: Any) -> Any:
+    try:
+        return coerce_params(spec.params, params)
+    except ValueError:  # stored under an older declaration: compare as stored
+        return params
 
 
 def _action_name(*, rerun_of: JobRun | None, only_items: list[str] | None, dry_run: bool) -> str:

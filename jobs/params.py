@@ -237,7 +237,10 @@ def to_utc_datetime(value: Any) -> datetime:
         raise TypeError(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError(value) from None
 
 
 _CONVERTERS = {

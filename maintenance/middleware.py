@@ -15,7 +15,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 
 HEADER = "X-Request-ID"
-_VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # AuditTrail.request_id holds 64
+_VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # AuditTrail.request_id holds 64
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -31,7 +31,7 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         given = request.headers.get(HEADER, "")
-        request_id = given if _VALID.match(given) else uuid.uuid4().hex
+        request_id = given if _VALID.fullmatch(given) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
         token = _current.set(request_id)
         try:

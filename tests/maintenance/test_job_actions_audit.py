@@ -136,3 +136,13 @@ def test_a_malformed_request_id_header_is_replaced():
     )
     assert len(seen["id"]) == 32 and seen["id"] == response["X-Request-ID"]
     assert current_request_id() == ""
+
+
+def test_a_request_id_with_a_trailing_newline_is_replaced_not_echoed(client):
+    """`$` in a regex matches before a final newline; echoing that id would
+    put a newline in a response header, which Django refuses with a 500."""
+    response = client.get("/health/", HTTP_X_REQUEST_ID="req-1\n")
+
+    assert response.status_code in (200, 503)
+    assert response["X-Request-ID"] != "req-1\n"
+    assert "\n" not in response["X-Request-ID"]

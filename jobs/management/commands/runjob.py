@@ -10,6 +10,17 @@ from jobs.runner import run_job
 from jobs.tenants import UnknownTenant
 
 
+def check_text(what: str, value: str) -> None:
+    """Refuse argv no database stores: bytes that are not UTF-8 (Python hands
+    them over as lone surrogates) and NUL characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(f"{what} is not valid UTF-8: {value!r}") from None
+    if "\x00" in value:
+        raise CommandError(f"{what} may not contain NUL characters: {value!r}")
+
+
 def parse_param_pairs(pairs: list[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for pair in pairs:
@@ -44,6 +55,12 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the run as JSON")
 
     def handle(self, *args, **options) -> None:
+        check_text("the job name", options["name"])
+        check_text("--tenant", options["tenant"])
+        for pair in options["param"]:
+            check_text("--param", pair)
+        if options["slot"]:
+            check_text("--slot", options["slot"])
         try:
             spec = get_job(options["name"])
         except UnknownJob as exc:
@@ -76,7 +93,8 @@ class Command(BaseCommand):
                 bar.close()
         self._report(run, as_json=options["json"])
         if run.status == RunStatus.FAILED:
-            raise CommandError(f"run #{run.pk} failed: {run.error.splitlines()[0]}")
+            reason = (run.error or "no error recorded").splitlines()[0]
+            raise CommandError(f"run #{run.pk} failed: {reason}")
 
     def _progress_bar(self, as_json: bool):
         if as_json or not sys.stderr.isatty():
