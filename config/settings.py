@@ -144,6 +144,10 @@ JOBS_OVERDUE_GRACE_SECONDS = env.int("JOBS_OVERDUE_GRACE_SECONDS", default=300)
 JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
     "JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS", default=180
 )
+# django-q2's sentinel looks for due schedules every 30 s; above 0, each cluster
+# also does every this many seconds, so schedules finer than 30 s (6-field cron
+# with seconds) fire at every slot and minute schedules start on time.
+JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=0)
 
 # --- Business settings ----------------------------------------------------------
 SUBSCRIPTION_GRACE_PERIOD_DAYS = env.int("SUBSCRIPTION_GRACE_PERIOD_DAYS", default=7)
@@ -242,10 +246,103 @@ MAINTENANCE_CLEANUP_BATCH_SIZE = env.int("MAINTENANCE_CLEANUP_BATCH_SIZE", defau
 INVOICE_PDF_PREFIX = env("INVOICE_PDF_PREFIX", default="invoices/")
 # Dotted path of a function returning the storage names invoice rows point
 # at; unset, the orphaned-PDF cleanup is skipped (see maintenance.cleanup).
-INVOICE_REFERENCED_FILES_PROVIDER = env("INVOICE_REFERENCED_FILES_PROVIDER", default="")
+INVOICE_REFERENCED_FILES_PROVIDER = env(
+    "INVOICE_REFERENCED_FILES_PROVIDER", default="billing.selectors.invoice_pdf_names"
+)
 INVOICE_PDF_ORPHAN_MIN_AGE_HOURS = env.int("INVOICE_PDF_ORPHAN_MIN_AGE_HOURS", default=24)
 MIDDLEWARE = [*MIDDLEWARE, "maintenance.middleware.RequestIdMiddleware"]
 
 # --- Payments (Stripe) ---
+# Fernet keys for secrets stored in the database (payment provider keys),
+# comma-separated: the first encrypts, all decrypt (add a new key first, run
+# `manage.py reencrypt_secrets`, then drop the old one).
+FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
+# Unset, a key is derived from SECRET_KEY so DEBUG, tests and benches run; the
+# payments.E001 system check then refuses to start the service unless DEBUG.
+FIELD_ENCRYPTION_KEY_DERIVED = not FIELD_ENCRYPTION_KEY
+if FIELD_ENCRYPTION_KEY_DERIVED:
+    import base64 as _base64
+    import hashlib as _hashlib
+
+    FIELD_ENCRYPTION_KEY = [
+        _base64.urlsafe_b64encode(
+            _hashlib.sha256(f"field-encryption:{SECRET_KEY}".encode()).digest()
+        ).decode()
+    ]
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=30.0)
+# The SDK's own retries (409, 429, 5xx, connection errors), exponential backoff.
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
+STRIPE_RETRY_INITIAL_DELAY_SECONDS = env.float("STRIPE_RETRY_INITIAL_DELAY_SECONDS", default=0.5)
+STRIPE_RETRY_MAX_DELAY_SECONDS = env.float("STRIPE_RETRY_MAX_DELAY_SECONDS", default=5.0)
+# Circuit breaker per tenant: this many failed calls in a row open it for
+# STRIPE_BREAKER_RESET_SECONDS, during which calls fail at once.
+STRIPE_BREAKER_FAIL_MAX = env.int("STRIPE_BREAKER_FAIL_MAX", default=5)
+STRIPE_BREAKER_RESET_SECONDS = env.float("STRIPE_BREAKER_RESET_SECONDS", default=60.0)
+# Requests per second per tenant, shared by every worker (Redis when REDIS_URL).
+STRIPE_RATE_LIMIT_PER_SECOND = env.float("STRIPE_RATE_LIMIT_PER_SECOND", default=25.0)
+STRIPE_RATE_LIMIT_WAIT_SECONDS = env.float("STRIPE_RATE_LIMIT_WAIT_SECONDS", default=30.0)
+SUBSCRIPTION_RENEWAL_DAYS_BEFORE = env.int("SUBSCRIPTION_RENEWAL_DAYS_BEFORE", default=7)
+PAYMENTS_RECONCILE_CONCURRENCY = env.int("PAYMENTS_RECONCILE_CONCURRENCY", default=8)
+PAYMENTS_RECONCILE_AFTER_MINUTES = env.int("PAYMENTS_RECONCILE_AFTER_MINUTES", default=30)
 
 # --- Billing (usage, invoices, analytics) ---
+# Usage and analytics
+# Raw usage events are kept this long (maintenance.cleanup deletes older ones
+# once their hour's aggregate includes them). Must cover the longest invoice
+# period plus its lateness: unique counts are counted from events.
+USAGE_EVENT_RETENTION_DAYS = env.int("USAGE_EVENT_RETENTION_DAYS", default=90)
+# Most hours one billing.aggregate_usage backfill (from_hour..to_hour) may cover.
+USAGE_BACKFILL_MAX_HOURS = env.int("USAGE_BACKFILL_MAX_HOURS", default=744)
+# Hours with late events (received after they were aggregated) an hourly run rebuilds.
+USAGE_LATE_HOURS_PER_RUN = env.int("USAGE_LATE_HOURS_PER_RUN", default=24)
+# How long billing.aggregate_daily_analytics caches each organization's day.
+ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=86_400)
+# Most days one billing.aggregate_daily_analytics backfill may cover.
+ANALYTICS_BACKFILL_MAX_DAYS = env.int("ANALYTICS_BACKFILL_MAX_DAYS", default=92)
+# Invoices
+# Feature flags of billing.generate_monthly_invoices' outside steps.
+INVOICE_ENABLE_S3 = env.bool("INVOICE_ENABLE_S3", default=False)
+INVOICE_ENABLE_STRIPE = env.bool("INVOICE_ENABLE_STRIPE", default=True)
+INVOICE_ENABLE_EMAIL = env.bool("INVOICE_ENABLE_EMAIL", default=True)
+INVOICE_S3_BUCKET = env("INVOICE_S3_BUCKET", default="")
+INVOICE_S3_REGION = env("INVOICE_S3_REGION", default="us-east-1")
+AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default=None)
+# Organizations per fanned-out chunk: one weasyprint document is rendered per
+# chunk and split into per-invoice PDFs (see bench invoice_pdf).
+INVOICE_CHUNK_SIZE = env.int("INVOICE_CHUNK_SIZE", default=50)
+# Tax on the subtotal, in basis points (2000 = 20%), rounded half up.
+INVOICE_TAX_RATE_BPS = env.int("INVOICE_TAX_RATE_BPS", default=0)
+INVOICE_ISSUER_NAME = env("INVOICE_ISSUER_NAME", default="Back-office SaaS Ltd")
+INVOICE_ISSUER_ADDRESS = env("INVOICE_ISSUER_ADDRESS", default="")
+# Email the run's summary to NOTIFY_EMAIL when the invoice run ends.
+NOTIFY_ON_COMPLETION = env.bool("NOTIFY_ON_COMPLETION", default=False)
+NOTIFY_EMAIL = env("NOTIFY_EMAIL", default="")
+# Invoice PDFs go to the "invoices" storage: MEDIA_ROOT, or S3 (django-storages)
+# when INVOICE_ENABLE_S3 (which then needs INVOICE_S3_BUCKET).
+if INVOICE_ENABLE_S3 and not INVOICE_S3_BUCKET:
+    raise ImproperlyConfigured("INVOICE_ENABLE_S3 is on but INVOICE_S3_BUCKET is not set.")
+if INVOICE_ENABLE_S3:
+    _INVOICE_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": INVOICE_S3_BUCKET,
+            "region_name": INVOICE_S3_REGION,
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "default_acl": None,
+            "file_overwrite": True,
+            "querystring_auth": True,
+        },
+    }
+else:
+    _INVOICE_STORAGE = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"allow_overwrite": True},  # a redone PDF replaces its file
+    }
+# weasyprint logs every rendering step at INFO.
+LOGGING["loggers"].update({"weasyprint": {"level": "WARNING"}, "fontTools": {"level": "WARNING"}})
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "invoices": _INVOICE_STORAGE,
+}

@@ -5,4 +5,4 @@ class PaymentsConfig(AppConfig):
     name = "payments"
 
     def ready(self) -> None:
-        from payments import jobs  # noqa: F401 - registers this app's jobs
+        from payments import checks, jobs  # noqa: F401 - registers checks and jobs

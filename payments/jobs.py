@@ -1,1 +1,120 @@
 """Jobs of this app: thin entry points that call services."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Annotated, Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs.context import JobContext
+from jobs.params import Range
+from jobs.registry import job
+from maintenance.services import job_actor
+from payments.selectors import open_payments_due
+from payments.services import PER_TENANT_IN_SUMMARY, PaymentReconciler, interleave_by_tenant
+
+
+@job(
+    "payments.reconcile",
+    schedule="*/30 * * * *",
+    queue="critical",
+    timeout=1800,
+    supports_item_rerun=True,
+)
+def reconcile(
+    ctx: JobContext,
+    *,
+    older_than_minutes: Annotated[int, Range(ge=0, le=10_080)] | None = None,
+    concurrency: Annotated[int, Range(ge=1, le=64)] | None = None,
+    batch_size: Annotated[int, Range(ge=1, le=10_000)] = 1_000,
+    max_payments: Annotated[int, Range(ge=1, le=1_000_000)] = 50_000,
+) -> dict[str, Any]:
+    """Check payments open for over 30 minutes against Stripe; settle them and their subscriptions.
+
+    Succeeded payments renew their subscription (past_due/expired back to
+    active, period advanced); failed ones make it past_due. Every transition is
+    audited; a second run transitions nothing. A dry run reads PaymentIntents
+    and writes nothing.
+    """
+    minutes = (
+        settings.PAYMENTS_RECONCILE_AFTER_MINUTES
+        if older_than_minutes is None
+        else older_than_minutes
+    )
+    slot = ctx.slot.astimezone(UTC)
+    older_than = slot - timedelta(minutes=minutes)
+    due = open_payments_due(
+        older_than=older_than,
+        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        limit=max_payments,
+    )
+    reconciler = PaymentReconciler(
+        now=timezone.now(),
+        actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
+        job_run_id=ctx.run.pk,
+        dry_run=ctx.dry_run,
+        concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
+        on_item_failure=ctx.item_failed,
+    )
+    tenant_keys = {}
+    if ctx.only_items is not None:
+        from subscriptions.models import Organization
+
+        tenant_keys = dict(
+            Organization.objects.filter(id__in={p.organization_id for p in due}).values_list(
+                "id", "key"
+            )
+        )
+        due = [
+            p
+            for p in due
+            if ctx.should_process(f"payment:{p.id}")
+            or ctx.should_process(f"tenant:{tenant_keys.get(p.organization_id)}")
+        ]
+    due = interleave_by_tenant(due)
+    ctx.progress(0, len(due))
+    try:
+        for start in range(0, len(due), batch_size):
+            batch = due[start : start + batch_size]
+            reconciler.apply(reconciler.check(batch))
+            ctx.progress(start + len(batch), len(due))
+    finally:
+        reconciler.close()
+    reconciler.finish()
+    r = reconciler.result
+    ctx.count(processed=r.checked + r.errors, succeeded=r.checked, skipped=r.skipped)
+    prefix = "would_" if ctx.dry_run else ""
+    summary: dict[str, Any] = {
+        "slot": slot.isoformat(),
+        "older_than": older_than.isoformat(),
+        "tenant": ctx.tenant_key or None,
+        "dry_run": ctx.dry_run,
+        "due": len(due),
+        "checked": r.checked,
+        f"{prefix}succeeded": r.outcomes.get("succeeded", 0),
+        f"{prefix}failed": r.outcomes.get("failed", 0),
+        f"{prefix}canceled": r.outcomes.get("canceled", 0),
+        f"{prefix}processing": r.outcomes.get("processing", 0),
+        "still_open": r.outcomes.get("open", 0),
+        "errors": r.errors,
+        "skipped": r.skipped,
+        "tenants": r.tenants,
+        "tenants_failed": {
+            reconciler.tenant_key(org): message for org, message in r.tenant_failures.items()
+        },
+        "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
+    }
+    if not ctx.dry_run:
+        summary.update(
+            subscriptions_renewed=r.subscriptions_renewed,
+            subscriptions_past_due=r.subscriptions_past_due,
+            subscriptions_left_alone=r.subscriptions_left_alone,
+            audit_records=r.audit_records,
+        )
+    if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
+        summary["per_tenant"] = {
+            reconciler.tenant_key(org): counts for org, counts in sorted(r.per_tenant.items())
+        }
+    return summary

@@ -80,6 +80,12 @@ class Payment(models.Model):
                 condition=Q(status__in=[s.value for s in OPEN_STATUSES]),
                 name="payment_open_created_idx",
             ),
+            # payments.reconcile: one tenant's open payments.
+            models.Index(
+                fields=["organization", "created_at"],
+                condition=Q(status__in=[s.value for s in OPEN_STATUSES]),
+                name="payment_open_org_created_idx",
+            ),
             # Daily analytics: revenue per organization and day.
             models.Index(
                 fields=["succeeded_at"],
@@ -90,3 +96,57 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"Payment {self.pk} {self.amount_minor / 100:.2f} {self.currency} ({self.status})"
+
+
+class Provider(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+
+
+class PaymentProviderConfig(models.Model):
+    """A tenant's keys for its payment provider.
+
+    Keys are stored encrypted (payments.crypto, FIELD_ENCRYPTION_KEY) and only
+    ever shown masked; set them through `payments.services.set_provider_keys`.
+    """
+
+    organization = models.OneToOneField(
+        "subscriptions.Organization", on_delete=models.CASCADE, related_name="payment_provider"
+    )
+    provider = models.CharField(max_length=20, choices=Provider.choices, default=Provider.STRIPE)
+    secret_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    publishable_key = models.CharField(max_length=255, blank=True, default="")
+    # The last four characters, kept apart so listing configs decrypts nothing.
+    secret_key_last4 = models.CharField(max_length=4, blank=True, default="", editable=False)
+    secret_key_prefix = models.CharField(max_length=8, blank=True, default="", editable=False)
+    enabled = models.BooleanField(default=False)
+    requests_per_second = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Overrides STRIPE_RATE_LIMIT_PER_SECOND for this tenant.",
+    )
+    created_at = models.DateTimeField(default=django_timezone.now)
+    updated_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["organization_id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(provider__in=[p.value for p in Provider]),
+                name="payment_provider_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(enabled=False) | ~Q(secret_key_encrypted=""),
+                name="payment_provider_enabled_has_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "enabled" if self.enabled else "disabled"
+        return f"{self.get_provider_display()} for org {self.organization_id} ({state})"
+
+    @property
+    def masked_secret_key(self) -> str:
+        if not self.secret_key_encrypted:
+            return ""
+        return f"{self.secret_key_prefix}…{self.secret_key_last4}"

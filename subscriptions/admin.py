@@ -28,9 +28,12 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "auto_renew",
         "expired_at",
         "suspended_at",
+        "reconciliation_status",
+        "last_stripe_sync_at",
     )
-    list_filter = ("status", "auto_renew", "plan", "organization")
+    list_filter = ("status", "auto_renew", "reconciliation_status", "plan", "organization")
     list_select_related = ("organization", "plan")
-    search_fields = ("=id", "organization__key", "organization__name")
+    search_fields = ("=id", "=stripe_subscription_id", "organization__key", "organization__name")
+    readonly_fields = ("last_stripe_sync_at", "reconciliation_status", "reconciliation_error")
     raw_id_fields = ("organization",)
     date_hierarchy = "current_period_end"

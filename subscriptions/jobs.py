@@ -11,6 +11,7 @@ from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
 from maintenance.services import job_actor
+from subscriptions.models import Organization
 from subscriptions.services import ExpiryGuardTripped, expire_subscriptions, plan_expiry
 
 
@@ -118,3 +119,98 @@ def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
         "renewal_reminders_queued": result.renewal,
         "payment_due_reminders_queued": result.payment_due,
     }
+
+
+@job(
+    "subscriptions.sync_renewals",
+    schedule="0 0 */6 * * *",
+    queue="normal",
+    timeout=3600,
+    supports_item_rerun=True,
+)
+def sync_renewals(
+    ctx: JobContext,
+    *,
+    batch_size: Annotated[int, Range(ge=1, le=1_000)] = 100,
+    max_subscriptions: Annotated[int, Range(ge=1, le=1_000_000)] = 10_000,
+    days_before: Annotated[int, Range(ge=1, le=366)] | None = None,
+    push_cancellations: bool = True,
+    concurrency: Annotated[int, Range(ge=1, le=64)] | None = None,
+) -> dict[str, Any]:
+    """Bring Stripe's status, period and renewal of subscriptions renewing soon into their rows.
+
+    Per tenant with Stripe enabled; rows get last_stripe_sync_at and a
+    reconciliation status (SYNCED, MISMATCH, ERROR). Where the local side is the
+    authority (a local cancellation not yet sent, a period already advanced
+    here) the row is kept and reported as MISMATCH; local cancellations are
+    sent to Stripe unless push_cancellations is false. A dry run only reads.
+    """
+    from django.utils import timezone
+
+    from payments.services import interleave_by_tenant
+    from subscriptions.services import RenewalSync, subscriptions_to_sync
+
+    days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if days_before is None else days_before
+    slot = ctx.slot.astimezone(UTC)
+    todo = subscriptions_to_sync(
+        slot=slot,
+        days=days,
+        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        limit=max_subscriptions,
+    )
+    sync = RenewalSync(
+        now=timezone.now(),
+        actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
+        job_run_id=ctx.run.pk,
+        dry_run=ctx.dry_run,
+        push_cancellations=push_cancellations,
+        concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
+        on_item_failure=ctx.item_failed,
+    )
+    if ctx.only_items is not None:
+        keys = dict(Organization.objects.values_list("id", "key"))
+        todo = [
+            s
+            for s in todo
+            if ctx.should_process(f"subscription:{s.id}")
+            or ctx.should_process(f"tenant:{keys.get(s.organization_id)}")
+        ]
+    todo = interleave_by_tenant(todo)
+    ctx.progress(0, len(todo))
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            sync.run_batch(batch)
+            ctx.progress(start + len(batch), len(todo))
+    finally:
+        sync.close()
+    sync.finish()
+    r = sync.result
+    ctx.count(processed=r.fetched + r.errors, succeeded=r.fetched, skipped=r.skipped)
+    summary: dict[str, Any] = {
+        "slot": slot.isoformat(),
+        "days_before": days,
+        "tenant": ctx.tenant_key or None,
+        "dry_run": ctx.dry_run,
+        "selected": r.selected,
+        "fetched": r.fetched,
+        "synced": r.outcomes.get("synced", 0),
+        "mismatch": r.outcomes.get("mismatch", 0),
+        "errors": r.errors,
+        "skipped": r.skipped,
+        ("would_change" if ctx.dry_run else "changed"): r.changed,
+        ("would_send_cancellations" if ctx.dry_run else "cancellations_sent"): (
+            r.cancellations_pending if ctx.dry_run else r.cancellations_sent
+        ),
+        "tenants_failed": {
+            sync.tenant_keys.get(o, str(o)): m for o, m in r.tenant_failures.items()
+        },
+    }
+    if not ctx.dry_run:
+        summary["cancellations_not_sent"] = r.cancellations_pending
+        summary["audit_records"] = r.audit_records
+    if len(r.per_tenant) <= 50:
+        summary["per_tenant"] = {
+            sync.tenant_keys.get(o, str(o)): counts for o, counts in sorted(r.per_tenant.items())
+        }
+    return summary

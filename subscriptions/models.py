@@ -83,6 +83,15 @@ class SubscriptionStatus(models.TextChoices):
     CANCELED = "canceled", "Canceled"
 
 
+class ReconciliationStatus(models.TextChoices):
+    """Where the local row stands against the payment provider's copy."""
+
+    PENDING = "PENDING", "Pending"
+    SYNCED = "SYNCED", "Synced"
+    MISMATCH = "MISMATCH", "Mismatch (local side kept)"
+    ERROR = "ERROR", "Error"
+
+
 # States whose period end moves the subscription to `expired`.
 RUNNING_STATUSES = (
     SubscriptionStatus.TRIALING,
@@ -106,6 +115,19 @@ class Subscription(models.Model):
     canceled_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # The provider's copy (payments.gateway), kept in step by subscriptions.sync_renewals.
+    # Database defaults too, so rows inserted by raw SQL (bulk loads, benches,
+    # fixes by hand) need not know about the Stripe sync's columns.
+    stripe_subscription_id = models.CharField(max_length=255, blank=True, default="", db_default="")
+    cancel_at_period_end = models.BooleanField(default=False, db_default=False)
+    last_stripe_sync_at = models.DateTimeField(null=True, blank=True)
+    reconciliation_status = models.CharField(
+        max_length=10,
+        choices=ReconciliationStatus.choices,
+        default=ReconciliationStatus.PENDING,
+        db_default=ReconciliationStatus.PENDING,
+    )
+    reconciliation_error = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(default=django_timezone.now)
     updated_at = models.DateTimeField(default=django_timezone.now)
 
@@ -115,6 +137,10 @@ class Subscription(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=[s.value for s in SubscriptionStatus]),
                 name="subscription_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(reconciliation_status__in=[s.value for s in ReconciliationStatus]),
+                name="subscription_reconciliation_status_valid",
             ),
             models.CheckConstraint(
                 condition=Q(current_period_end__gt=models.F("current_period_start")),
@@ -145,6 +171,12 @@ class Subscription(models.Model):
                 fields=["expired_at"],
                 condition=Q(status=SubscriptionStatus.EXPIRED),
                 name="subscription_grace_idx",
+            ),
+            # subscriptions.sync_renewals: linked subscriptions by period end.
+            models.Index(
+                fields=["organization", "current_period_end"],
+                condition=~Q(stripe_subscription_id=""),
+                name="subscription_stripe_end_idx",
             ),
             # Per-tenant lists, filters and the expiry guard's counts.
             models.Index(fields=["organization", "status"], name="subscription_org_status_idx"),

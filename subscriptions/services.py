@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -640,3 +640,644 @@ def queue_renewal_reminders(
             dry_run=dry_run,
         )
     return result
+
+
+# --- payment outcomes (payments.reconcile) ------------------------------------------
+
+ACTIVE = SubscriptionStatus.ACTIVE.value
+PAST_DUE = SubscriptionStatus.PAST_DUE.value
+# A paid subscription in these states is the local side's decision: left as is.
+NOT_RENEWED_ON_PAYMENT = (SubscriptionStatus.SUSPENDED.value, SubscriptionStatus.CANCELED.value)
+
+
+@dataclass
+class PaymentOutcomeResult:
+    changed: int = 0
+    skipped: int = 0
+    audit_records: int = 0
+
+
+def _next_period_end(end: datetime, interval: str) -> datetime:
+    from dateutil.relativedelta import relativedelta
+
+    return end + (relativedelta(years=1) if interval == "year" else relativedelta(months=1))
+
+
+def _audit_groups(
+    groups: dict[tuple[int, str], list[int]],
+    *,
+    action: str,
+    new_status: str,
+    extra: dict[str, Any],
+    actor: str,
+    job_run_id: int | None,
+    now: datetime,
+) -> int:
+    """One audit row per organization and old status, listing the subscriptions."""
+    from maintenance.models import AuditTrail
+
+    if not groups:
+        return 0
+    keys = dict(
+        Organization.objects.filter(id__in={org for org, _ in groups}).values_list("id", "key")
+    )
+    AuditTrail.objects.bulk_create(
+        [
+            AuditTrail(
+                at=now,
+                actor=actor,
+                tenant=keys.get(org, ""),
+                action=action,
+                object_type=OBJECT_TYPE,
+                object_ids=sorted(ids),
+                changes={"status": [old, new_status], **extra},
+                job_run_id=job_run_id,
+            )
+            for (org, old), ids in sorted(groups.items())
+        ]
+    )
+    return len(groups)
+
+
+def renew_paid_subscriptions(
+    *,
+    subscription_ids: list[int],
+    now: datetime,
+    actor: str,
+    job_run_id: int | None = None,
+    renewal_days: int | None = None,
+) -> PaymentOutcomeResult:
+    """A payment for these subscriptions succeeded: make them active again
+    (past_due, expired, trialing -> active) and, when their period ends within
+    `renewal_days` (or has ended), advance it by one plan interval.
+
+    Suspended and canceled ones are left alone (counted as skipped). Two
+    statements: one read, one UPDATE ... FROM of every row's new period, guarded
+    by the status read, so a concurrent change is never overwritten.
+    """
+    from payments.sql import update_from_values
+
+    days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if renewal_days is None else renewal_days
+    horizon = now + timedelta(days=days)
+    result = PaymentOutcomeResult()
+    rows = []
+    groups: dict[tuple[int, str], list[int]] = {}
+    for sub in Subscription.objects.filter(id__in=set(subscription_ids)).values(
+        "id",
+        "organization_id",
+        "status",
+        "current_period_start",
+        "current_period_end",
+        "plan__interval",
+    ):
+        if sub["status"] in NOT_RENEWED_ON_PAYMENT:
+            result.skipped += 1
+            continue
+        start, end = sub["current_period_start"], sub["current_period_end"]
+        if end <= horizon:
+            start, end = end, _next_period_end(end, sub["plan__interval"])
+        rows.append((sub["id"], sub["status"], start, end))
+        groups.setdefault((sub["organization_id"], sub["status"]), []).append(sub["id"])
+    changed = update_from_values(
+        table=Subscription._meta.db_table,
+        columns=[
+            ("id", "bigint"),
+            ("old_status", "text"),
+            ("start", "timestamptz"),
+            ("finish", "timestamptz"),
+        ],
+        rows=rows,
+        set_sql=(
+            "status = %(active)s, expired_at = NULL, current_period_start = v.start, "
+            "current_period_end = v.finish, updated_at = %(now)s"
+        ),
+        where_sql="t.status = v.old_status",
+        params={"active": ACTIVE, "now": now},
+        returning="id",
+    )
+    done = {row[0] for row in changed}
+    result.changed = len(done)
+    result.skipped += len(rows) - len(done)
+    groups = {k: [i for i in ids if i in done] for k, ids in groups.items()}
+    result.audit_records = _audit_groups(
+        {k: ids for k, ids in groups.items() if ids},
+        action="subscription.renewed",
+        new_status=ACTIVE,
+        extra={"reason": "payment succeeded"},
+        actor=actor,
+        job_run_id=job_run_id,
+        now=now,
+    )
+    return result
+
+
+def mark_subscriptions_past_due(
+    *,
+    subscription_ids: list[int],
+    now: datetime,
+    actor: str,
+    job_run_id: int | None = None,
+) -> PaymentOutcomeResult:
+    """A payment for these subscriptions failed: active or trialing ones become
+    past_due (others are further along already and are left alone)."""
+    result = PaymentOutcomeResult()
+    ids = set(subscription_ids)
+    candidates = Subscription.objects.filter(
+        id__in=ids, status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING]
+    )
+    groups: dict[tuple[int, str], list[int]] = {}
+    with transaction.atomic():
+        for sub in candidates.select_for_update().values("id", "organization_id", "status"):
+            groups.setdefault((sub["organization_id"], sub["status"]), []).append(sub["id"])
+        moved = [i for group in groups.values() for i in group]
+        result.changed = Subscription.objects.filter(id__in=moved).update(
+            status=PAST_DUE, updated_at=now
+        )
+        result.skipped = len(ids) - result.changed
+        result.audit_records = _audit_groups(
+            groups,
+            action="subscription.past_due",
+            new_status=PAST_DUE,
+            extra={"reason": "payment failed"},
+            actor=actor,
+            job_run_id=job_run_id,
+            now=now,
+        )
+    return result
+
+
+# --- renewal sync with Stripe (subscriptions.sync_renewals) --------------------------
+
+# Stripe's subscription statuses, as ours. Those not listed change nothing locally
+# and are reported as a mismatch.
+STRIPE_STATUS = {
+    "trialing": SubscriptionStatus.TRIALING.value,
+    "active": ACTIVE,
+    "past_due": PAST_DUE,
+    "unpaid": PAST_DUE,
+    "canceled": SubscriptionStatus.CANCELED.value,
+    "incomplete_expired": SubscriptionStatus.CANCELED.value,
+}
+CANCELED = SubscriptionStatus.CANCELED.value
+RUNNING_VALUES = tuple(s.value for s in RUNNING_STATUSES)
+SYNCABLE_STATUSES = (*RUNNING_STATUSES, SubscriptionStatus.EXPIRED, SubscriptionStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class LocalSubscription:
+    id: int
+    organization_id: int
+    stripe_subscription_id: str
+    status: str
+    current_period_start: datetime
+    current_period_end: datetime
+    auto_renew: bool
+    cancel_at_period_end: bool
+
+
+@dataclass(frozen=True)
+class RemoteSubscription:
+    status: str
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+    cancel_at_period_end: bool
+
+
+def remote_subscription(data: dict[str, Any]) -> RemoteSubscription:
+    """Read a Stripe Subscription: the period sits on the subscription in older
+    API versions (and localstripe), on its items since 2025-03-31."""
+    start, end = data.get("current_period_start"), data.get("current_period_end")
+    items = (data.get("items") or {}).get("data") or []
+    if end is None and items:
+        start = items[0].get("current_period_start")
+        end = items[0].get("current_period_end")
+    return RemoteSubscription(
+        status=str(data.get("status") or ""),
+        current_period_start=datetime.fromtimestamp(start, UTC) if start else None,
+        current_period_end=datetime.fromtimestamp(end, UTC) if end else None,
+        cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+    )
+
+
+@dataclass
+class SyncDecision:
+    """What one subscription's row becomes. `push_cancellation`: the local
+    cancellation must be sent to Stripe first."""
+
+    local: LocalSubscription
+    status: str
+    current_period_start: datetime
+    current_period_end: datetime
+    auto_renew: bool
+    cancel_at_period_end: bool
+    reconciliation_status: str
+    error: str = ""
+    push_cancellation: bool = False
+
+    @property
+    def changed_fields(self) -> list[str]:
+        old = self.local
+        return [
+            name
+            for name in (
+                "status",
+                "current_period_start",
+                "current_period_end",
+                "auto_renew",
+                "cancel_at_period_end",
+            )
+            if getattr(old, name) != getattr(self, name)
+        ]
+
+
+def _keep(local: LocalSubscription, recon: str, error: str = "") -> SyncDecision:
+    return SyncDecision(
+        local=local,
+        status=local.status,
+        current_period_start=local.current_period_start,
+        current_period_end=local.current_period_end,
+        auto_renew=local.auto_renew,
+        cancel_at_period_end=local.cancel_at_period_end,
+        reconciliation_status=recon,
+        error=error,
+    )
+
+
+def decide_sync(
+    local: LocalSubscription, remote: RemoteSubscription, *, push_cancellations: bool
+) -> SyncDecision:
+    """Stripe is the authority on status and period; the local side on a
+    cancellation not yet sent and on a period it already advanced (a payment
+    reconciled before Stripe's renewal): those are mismatches, never overwritten."""
+    from subscriptions.models import ReconciliationStatus as R
+
+    remote_status = STRIPE_STATUS.get(remote.status)
+    if remote_status is None or remote.current_period_end is None:
+        return _keep(local, R.MISMATCH, f"Stripe status {remote.status!r} has no local equivalent")
+    remote_canceling = remote_status == CANCELED or remote.cancel_at_period_end
+    if local.status == CANCELED or (local.status in RUNNING_VALUES and not local.auto_renew):
+        # Canceled here (or renewal turned off here): Stripe must follow, not lead.
+        if not remote_canceling:
+            decision = _keep(local, R.MISMATCH, "local cancellation not yet sent to Stripe")
+            decision.push_cancellation = push_cancellations
+            return decision
+        if local.status == CANCELED:
+            return _keep(local, R.SYNCED)
+    if remote.current_period_end < local.current_period_end:
+        return _keep(
+            local,
+            R.MISMATCH,
+            f"Stripe period ends {remote.current_period_end:%Y-%m-%d %H:%M}, before the local "
+            f"{local.current_period_end:%Y-%m-%d %H:%M}; local period kept",
+        )
+    start = remote.current_period_start or local.current_period_start
+    return SyncDecision(
+        local=local,
+        status=remote_status,
+        current_period_start=start
+        if start < remote.current_period_end
+        else local.current_period_start,
+        current_period_end=remote.current_period_end,
+        auto_renew=not remote_canceling,
+        cancel_at_period_end=remote.cancel_at_period_end,
+        reconciliation_status=R.SYNCED,
+    )
+
+
+def subscriptions_to_sync(
+    *, slot: datetime, days: int, organization_id: int | None = None, limit: int
+) -> list[LocalSubscription]:
+    """Linked subscriptions whose period ends within `days` of `slot`, either
+    way (renewing soon, or just ended and not yet renewed here), of tenants
+    whose Stripe gateway is enabled."""
+    rows = Subscription.objects.filter(
+        status__in=SYNCABLE_STATUSES,
+        current_period_end__gt=slot - timedelta(days=days),
+        current_period_end__lte=slot + timedelta(days=days),
+        organization__payment_provider__enabled=True,
+    ).exclude(stripe_subscription_id="")
+    if organization_id:
+        rows = rows.filter(organization_id=organization_id)
+    return [
+        LocalSubscription(*row)
+        for row in rows.order_by("current_period_end", "id").values_list(
+            "id",
+            "organization_id",
+            "stripe_subscription_id",
+            "status",
+            "current_period_start",
+            "current_period_end",
+            "auto_renew",
+            "cancel_at_period_end",
+        )[:limit]
+    ]
+
+
+@dataclass
+class SyncWriteResult:
+    written: int = 0
+    changed: int = 0
+    audit_records: int = 0
+
+
+def write_sync(
+    *, decisions: list[SyncDecision], now: datetime, actor: str, job_run_id: int | None = None
+) -> SyncWriteResult:
+    """One UPDATE ... FROM for the batch, guarded by the values read (a row
+    changed meanwhile is left for the next run), and bulk audit rows for the
+    rows whose status, period or renewal changed."""
+    from payments.sql import update_from_values
+
+    rows = [
+        (
+            d.local.id,
+            d.local.status,
+            d.local.current_period_end,
+            d.local.auto_renew,
+            d.status,
+            d.current_period_start,
+            d.current_period_end,
+            d.auto_renew,
+            d.cancel_at_period_end,
+            str(d.reconciliation_status),
+            d.error[:2000],
+            bool(d.changed_fields),
+        )
+        for d in decisions
+    ]
+    result = SyncWriteResult()
+    with transaction.atomic():
+        written = update_from_values(
+            table=Subscription._meta.db_table,
+            columns=[
+                ("id", "bigint"),
+                ("old_status", "text"),
+                ("old_end", "timestamptz"),
+                ("old_renew", "boolean"),
+                ("status", "text"),
+                ("start", "timestamptz"),
+                ("finish", "timestamptz"),
+                ("renew", "boolean"),
+                ("cancel_at_end", "boolean"),
+                ("recon", "text"),
+                ("error", "text"),
+                ("changed", "boolean"),
+            ],
+            rows=rows,
+            set_sql=(
+                "status = v.status, current_period_start = v.start, "
+                "current_period_end = v.finish, auto_renew = v.renew, "
+                "cancel_at_period_end = v.cancel_at_end, "
+                "expired_at = CASE WHEN v.status = %(expired)s THEN t.expired_at ELSE NULL END, "
+                "canceled_at = CASE WHEN v.status = %(canceled)s "
+                "THEN COALESCE(t.canceled_at, %(now)s) ELSE t.canceled_at END, "
+                "reconciliation_status = v.recon, reconciliation_error = v.error, "
+                "last_stripe_sync_at = %(now)s, "
+                "updated_at = CASE WHEN v.changed THEN %(now)s ELSE t.updated_at END"
+            ),
+            where_sql=(
+                "t.status = v.old_status AND t.current_period_end = v.old_end "
+                "AND t.auto_renew = v.old_renew"
+            ),
+            params={
+                "expired": EXPIRED,
+                "canceled": SubscriptionStatus.CANCELED.value,
+                "now": now,
+            },
+            returning="id",
+        )
+        done = {row[0] for row in written}
+        result.written = len(done)
+        groups: dict[tuple[int, str, str, tuple[str, ...]], list[int]] = {}
+        for d in decisions:
+            fields = tuple(d.changed_fields)
+            if d.local.id in done and fields:
+                key = (d.local.organization_id, d.local.status, d.status, fields)
+                groups.setdefault(key, []).append(d.local.id)
+        result.changed = sum(len(ids) for ids in groups.values())
+        if groups:
+            from maintenance.models import AuditTrail
+
+            keys = dict(
+                Organization.objects.filter(id__in={g[0] for g in groups}).values_list("id", "key")
+            )
+            AuditTrail.objects.bulk_create(
+                [
+                    AuditTrail(
+                        at=now,
+                        actor=actor,
+                        tenant=keys.get(org, ""),
+                        action="subscription.stripe_synced",
+                        object_type=OBJECT_TYPE,
+                        object_ids=sorted(ids),
+                        changes={"status": [old, new], "fields": list(fields)},
+                        job_run_id=job_run_id,
+                    )
+                    for (org, old, new, fields), ids in sorted(groups.items())
+                ]
+            )
+            result.audit_records = len(groups)
+    return result
+
+
+def mark_sync_errors(*, errors: dict[int, str], now: datetime) -> int:
+    """Record on each row why it could not be synced."""
+    from payments.sql import update_from_values
+    from subscriptions.models import ReconciliationStatus
+
+    return len(
+        update_from_values(
+            table=Subscription._meta.db_table,
+            columns=[("id", "bigint"), ("error", "text")],
+            rows=[(sub_id, message[:2000]) for sub_id, message in errors.items()],
+            set_sql=(
+                "reconciliation_status = %(error_status)s, reconciliation_error = v.error, "
+                "last_stripe_sync_at = %(now)s"
+            ),
+            params={"error_status": ReconciliationStatus.ERROR.value, "now": now},
+            returning="id",
+        )
+    )
+
+
+@dataclass
+class RenewalSyncResult:
+    selected: int = 0
+    fetched: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    changed: int = 0
+    cancellations_sent: int = 0
+    cancellations_pending: int = 0
+    errors: int = 0
+    skipped: int = 0
+    audit_records: int = 0
+    tenant_failures: dict[int, str] = field(default_factory=dict)
+    per_tenant: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+class RenewalSync:
+    """Brings Stripe's view of renewing subscriptions into their local rows, batch
+    by batch: Stripe reads on a thread pool (per-tenant limiter and breaker in
+    the gateway), decisions in Python, one guarded UPDATE per batch.
+
+    A local cancellation Stripe has not heard of is sent to it (unless
+    `push_cancellations` is off or it is a dry run) with a deterministic
+    idempotency key, so a rerun after a crash never sends it twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: datetime,
+        actor: str,
+        job_run_id: int | None = None,
+        dry_run: bool = False,
+        push_cancellations: bool = True,
+        concurrency: int = 4,
+        on_item_failure: Any = None,
+    ) -> None:
+        self.now = now
+        self.actor = actor
+        self.job_run_id = job_run_id
+        self.dry_run = dry_run
+        self.push_cancellations = push_cancellations
+        self.concurrency = max(1, concurrency)
+        self.on_item_failure = on_item_failure or (lambda key, error: None)
+        self.result = RenewalSyncResult()
+        self.tenant_keys: dict[int, str] = {}
+        self._gateways: dict[int, Any] = {}
+        self._broken: dict[int, str] = {}
+        self._skipped_by_tenant: dict[int, int] = {}
+        self._pool: Any = None  # one thread pool per run, its connections kept
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _prepare(self, organization_ids: set[int]) -> None:
+        from payments.gateway import GatewayError, gateway_for
+
+        new = organization_ids - set(self._gateways)
+        self.tenant_keys.update(Organization.objects.filter(id__in=new).values_list("id", "key"))
+        for org_id in sorted(new):
+            try:
+                self._gateways[org_id] = gateway_for(org_id)
+            except GatewayError as exc:
+                self._gateways[org_id] = None
+                self._broken[org_id] = str(exc)
+
+    def _fetch(self, local: LocalSubscription) -> tuple[str, Any]:
+        from payments.gateway import CircuitOpen, GatewayError
+
+        org = local.organization_id
+        gateway = self._gateways.get(org)
+        if org in self._broken or gateway is None:
+            return "skipped", self._broken.get(org, "no Stripe gateway")
+        try:
+            return "ok", remote_subscription(
+                gateway.retrieve_subscription(local.stripe_subscription_id)
+            )
+        except CircuitOpen as exc:
+            self._broken.setdefault(org, str(exc))
+            return "skipped", str(exc)
+        except GatewayError as exc:
+            return "error", str(exc)
+
+    def _push(self, decision: SyncDecision) -> str:
+        """Send a local cancellation; returns an error message, or "" when sent."""
+        from payments.gateway import CircuitOpen, GatewayError
+
+        local = decision.local
+        org = local.organization_id
+        if org in self._broken:
+            return self._broken[org]
+        period_end = local.current_period_end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            self._gateways[org].set_cancel_at_period_end(
+                local.stripe_subscription_id,
+                cancel=True,
+                idempotency_key=f"org:{org}:renewal:{local.id}:{period_end}",
+            )
+        except CircuitOpen as exc:
+            self._broken.setdefault(org, str(exc))
+            return str(exc)
+        except GatewayError as exc:
+            return str(exc)
+        return ""
+
+    def _tally(self, org: int, outcome: str) -> None:
+        tenant = self.result.per_tenant.setdefault(org, {})
+        tenant[outcome] = tenant.get(outcome, 0) + 1
+        if outcome != "skipped":
+            self.result.outcomes[outcome] = self.result.outcomes.get(outcome, 0) + 1
+
+    def run_batch(self, batch: list[LocalSubscription]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from subscriptions.models import ReconciliationStatus as R
+
+        r = self.result
+        r.selected += len(batch)
+        self._prepare({s.organization_id for s in batch})
+        if self.concurrency == 1 or len(batch) <= 1:
+            fetched = [self._fetch(s) for s in batch]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync")
+            fetched = list(self._pool.map(self._fetch, batch))
+        decisions: list[SyncDecision] = []
+        errors: dict[int, str] = {}
+        for local, (kind, value) in zip(batch, fetched, strict=True):
+            org = local.organization_id
+            if kind == "skipped":
+                r.skipped += 1
+                self._skipped_by_tenant[org] = self._skipped_by_tenant.get(org, 0) + 1
+                self._tally(org, "skipped")
+                continue
+            if kind == "error":
+                errors[local.id] = value
+                continue
+            r.fetched += 1
+            decision = decide_sync(local, value, push_cancellations=self.push_cancellations)
+            if decision.push_cancellation:
+                if self.dry_run:
+                    r.cancellations_pending += 1
+                else:
+                    failure = self._push(decision)
+                    if failure:
+                        errors[local.id] = f"sending the local cancellation: {failure}"
+                        continue
+                    decision.cancel_at_period_end = True
+                    decision.reconciliation_status = R.SYNCED
+                    decision.error = ""
+                    r.cancellations_sent += 1
+            elif decision.error == "local cancellation not yet sent to Stripe":
+                r.cancellations_pending += 1
+            decisions.append(decision)
+            self._tally(org, str(decision.reconciliation_status).lower())
+        for sub_id, message in errors.items():
+            r.errors += 1
+            self.on_item_failure(f"subscription:{sub_id}", message)
+        for local in batch:
+            if local.id in errors:
+                self._tally(local.organization_id, "error")
+        if self.dry_run:
+            r.changed += sum(1 for d in decisions if d.changed_fields)
+            return
+        if errors:
+            mark_sync_errors(errors=errors, now=self.now)
+        written = write_sync(
+            decisions=decisions, now=self.now, actor=self.actor, job_run_id=self.job_run_id
+        )
+        r.changed += written.changed
+        r.audit_records += written.audit_records
+
+    def finish(self) -> None:
+        for org, message in sorted(self._broken.items()):
+            skipped = self._skipped_by_tenant.get(org, 0)
+            self.result.tenant_failures[org] = message
+            self.on_item_failure(
+                f"tenant:{self.tenant_keys.get(org, org)}",
+                f"{message}; {skipped} subscription(s) not synced",
+            )

@@ -131,3 +131,109 @@ class SuppressedAddressFactory(factory.django.DjangoModelFactory):
 
     email = factory.Sequence(lambda n: f"bounced{n}@example.com")
     reason = "bounce"
+
+
+# --- payments: provider configs and payments ---------------------------------------
+
+from payments.crypto import encrypt  # noqa: E402
+from payments.models import Payment, PaymentProviderConfig, PaymentStatus  # noqa: E402
+
+
+class PaymentProviderConfigFactory(factory.django.DjangoModelFactory):
+    """An enabled Stripe config; `secret_key` is stored encrypted. Point the
+    gateway at localstripe with the `stripe_settings` fixture (or use `stripe_org`)."""
+
+    class Meta:
+        model = PaymentProviderConfig
+        django_get_or_create = ("organization",)
+
+    class Params:
+        secret_key = factory.LazyAttribute(lambda c: f"sk_test_{c.organization.key}_0000abcd")
+        webhook_secret = "whsec_test"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    provider = "stripe"
+    enabled = True
+    publishable_key = factory.LazyAttribute(lambda c: f"pk_test_{c.organization.key}")
+    secret_key_encrypted = factory.LazyAttribute(lambda c: encrypt(c.secret_key))
+    secret_key_prefix = factory.LazyAttribute(lambda c: c.secret_key[:8])
+    secret_key_last4 = factory.LazyAttribute(lambda c: c.secret_key[-4:])
+    webhook_secret_encrypted = factory.LazyAttribute(lambda c: encrypt(c.webhook_secret))
+
+
+class PaymentFactory(factory.django.DjangoModelFactory):
+    """A payment opened an hour ago, still pending."""
+
+    class Meta:
+        model = Payment
+
+    organization = factory.SubFactory(OrganizationFactory)
+    subscription = None
+    amount_minor = 2900
+    currency = "EUR"
+    status = PaymentStatus.PENDING
+    provider_reference = factory.Sequence(lambda n: f"pi_test_{n:06d}")
+    created_at = factory.LazyFunction(lambda: timezone.now() - timedelta(hours=1))
+    updated_at = factory.LazyAttribute(lambda p: p.created_at)
+
+
+# --- billing: metrics, prices, usage aggregates, invoices ---------------------------
+
+from datetime import date  # noqa: E402
+
+from billing.models import (  # noqa: E402
+    BillableMetric,
+    Invoice,
+    InvoiceStatus,
+    PlanMetricPrice,
+    UsageAggregate,
+)
+
+
+class BillableMetricFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BillableMetric
+        django_get_or_create = ("code",)
+
+    code = factory.Sequence(lambda n: f"metric_{n}")
+    name = factory.LazyAttribute(lambda m: m.code.replace("_", " ").capitalize())
+    aggregation = "sum"
+    unit = ""
+
+
+class PlanMetricPriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlanMetricPrice
+
+    plan = factory.SubFactory(PlanFactory)
+    metric = factory.SubFactory(BillableMetricFactory)
+    unit_price_minor = 2
+
+
+class UsageAggregateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = UsageAggregate
+
+    organization = factory.SubFactory(OrganizationFactory)
+    metric = "api_calls"
+    hour = factory.LazyFunction(lambda: timezone.now().replace(minute=0, second=0, microsecond=0))
+    total = 1
+    event_count = factory.LazyAttribute(lambda a: a.total)
+
+
+class InvoiceFactory(factory.django.DjangoModelFactory):
+    """A finalized invoice for January 2026 (no PDF, not sent)."""
+
+    class Meta:
+        model = Invoice
+
+    organization = factory.SubFactory(OrganizationFactory)
+    period_start = date(2026, 1, 1)
+    period_end = date(2026, 2, 1)
+    number = factory.Sequence(lambda n: f"INV-2099-{n + 1:06d}")
+    status = InvoiceStatus.FINALIZED
+    currency = "EUR"
+    subtotal_minor = 2900
+    tax_minor = 0
+    total_minor = 2900
+    finalized_at = factory.LazyFunction(timezone.now)

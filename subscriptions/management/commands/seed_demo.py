@@ -1,4 +1,5 @@
-"""Demo data for `make run`: a few organizations with subscriptions in every state.
+"""Demo data for `make run`: a few organizations with subscriptions in every state,
+and their recent usage (billing.demo).
 
 Idempotent: organizations and plans are found by their natural keys, and an
 organization's subscriptions are created only when it has none, so running it
@@ -14,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from billing.demo import seed_usage_demo
 from subscriptions.models import Organization, Plan, Subscription, SubscriptionStatus
 
 ORGANIZATIONS = [
@@ -79,6 +81,7 @@ class Command(BaseCommand):
                 ]
                 Subscription.objects.bulk_create(subs)
                 created.append(f"{len(subs)} subscriptions for {key} (every status)")
+            created += seed_usage_demo(organization_keys=[key for key, _, _ in ORGANIZATIONS])
         if created:
             for line in created:
                 self.stdout.write(f"created {line}")
@@ -96,6 +99,8 @@ class Command(BaseCommand):
             current_period_start=end - timedelta(days=30),
             current_period_end=end,
             auto_renew=status in (S.TRIALING, S.ACTIVE, S.PAST_DUE),
+            # Created when its period started, so the daily analytics have history.
+            created_at=min(end - timedelta(days=30), now),
         )
         if status in (S.EXPIRED, S.SUSPENDED):
             sub.expired_at = now + state_offset

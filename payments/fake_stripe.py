@@ -1,0 +1,335 @@
+"""localstripe on a loopback port, for tests, benchmarks and local runs.
+
+    python -m payments.fake_stripe --port 8420
+
+Adds to localstripe what the gateway's tests need of real Stripe:
+
+* idempotent replays: a POST repeating an `Idempotency-Key` (same API key)
+  gets the first answer again and changes nothing, as Stripe does;
+* a request log (`GET /_config/requests`, `DELETE` clears it), so tests can
+  count the writes that reached "Stripe" and read the keys they carried;
+* one-off invoices as the current API makes them (a draft invoice, then
+  invoice items added to it with `invoice=`), which localstripe 1.15 lacks:
+  it only invoices subscriptions and pending items;
+* injected faults (`POST /_config/faults` with `{"status": 500, "times": 1,
+  "path": "regex", "method": "GET", "api_key": "sk_..."}`; `DELETE` clears),
+  answered before localstripe sees the request.
+
+Nothing is written to /tmp/localstripe.pickle: each server starts empty, so
+parallel servers never share state. localstripe scans its whole store for
+every list (and so for every charge's refunds, on every PaymentIntent read):
+the store is indexed by object type here, or 5,000 intents take minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class FakeStripe:
+    url: str
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+        return json.loads(text) if text else None
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every /v1 request since the last `clear_requests`, oldest first."""
+        return self._call("GET", "/_config/requests")
+
+    def writes(self) -> list[dict[str, Any]]:
+        """POSTs and DELETEs that changed something (replays left out)."""
+        return [
+            r
+            for r in self.requests()
+            if r["method"] in ("POST", "DELETE") and not r["replayed"] and r["status"] < 400
+        ]
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/_config/requests")
+
+    def add_fault(
+        self,
+        *,
+        status: int,
+        times: int = 1,
+        path: str = ".*",
+        method: str = "",
+        api_key: str = "",
+    ) -> None:
+        self._call(
+            "POST",
+            "/_config/faults",
+            {"status": status, "times": times, "path": path, "method": method, "api_key": api_key},
+        )
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_config/faults")
+
+    def flush(self) -> None:
+        """Forget every object (customers, intents, ...), faults and logged requests."""
+        self._call("DELETE", "/_config/data")
+        self.clear_faults()
+        self.clear_requests()
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(*, port: int | None = None, timeout: float = 20.0) -> FakeStripe:
+    """Start a server in a child process and wait until it answers."""
+    port = port or free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "payments.fake_stripe", "--port", str(port), "--exit-with-parent"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    server = FakeStripe(url=f"http://127.0.0.1:{port}", process=process)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.requests()
+            return server
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"fake Stripe did not start on port {port}") from None
+            time.sleep(0.05)
+
+
+# --- the server side (runs in the child process) ------------------------------------
+
+
+def _api_key(request: Any) -> str:
+    import base64
+
+    header = request.headers.get("Authorization", "")
+    kind, _, value = header.partition(" ")
+    if kind == "Bearer":
+        return value
+    if kind == "Basic":
+        return base64.b64decode(value).decode().split(":")[0]
+    return ""
+
+
+def _index_store() -> None:
+    """No pickling to /tmp, and lists read an index by object type instead of
+    scanning every stored object (same order: insertion order)."""
+    from collections import defaultdict
+
+    from localstripe import resources as r
+
+    index: dict[str, dict[str, Any]] = defaultdict(dict)
+
+    def setitem(self: Any, key: str, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        index[key.split(":", 1)[0]][key] = value
+
+    def delitem(self: Any, key: str) -> None:
+        dict.__delitem__(self, key)
+        index[key.split(":", 1)[0]].pop(key, None)
+
+    def clear(self: Any) -> None:
+        dict.clear(self)
+        index.clear()
+
+    def list_all(cls: Any, url: Any, limit: Any = None, starting_after: Any = None, **kw: Any):
+        if kw:
+            raise r.UserError(400, "Unexpected " + ", ".join(kw.keys()))
+        li = r.List(url, limit=limit, starting_after=starting_after)
+        li._list = list(index[cls.object].values())
+        return li
+
+    r.Store.__setitem__ = setitem
+    r.Store.__delitem__ = delitem
+    r.Store.clear = clear
+    r.Store.dump_to_disk = lambda self: None
+    r.StripeObject._api_list_all = classmethod(list_all)
+
+
+def build_app() -> Any:
+    from aiohttp import web
+    from localstripe import server as ls
+
+    _index_store()
+    log: list[dict[str, Any]] = []
+    faults: list[dict[str, Any]] = []
+    replays: dict[tuple[str, str], tuple[int, bytes]] = {}
+
+    async def control(request: web.Request) -> web.StreamResponse | None:
+        if request.path == "/_config/requests":
+            if request.method == "DELETE":
+                log.clear()
+                return web.Response()
+            return web.json_response(log)
+        if request.path == "/_config/faults":
+            if request.method == "DELETE":
+                faults.clear()
+            else:
+                faults.append(await request.json())
+            return web.Response()
+        if request.path == "/_config/data" and request.method == "DELETE":
+            replays.clear()
+        return None
+
+    def take_fault(request: web.Request, key: str) -> int | None:
+        for fault in faults:
+            if fault["times"] <= 0:
+                continue
+            if fault.get("method") and fault["method"] != request.method:
+                continue
+            if fault.get("api_key") and fault["api_key"] != key:
+                continue
+            if not re.search(fault.get("path") or ".*", request.path):
+                continue
+            fault["times"] -= 1
+            return int(fault["status"])
+        return None
+
+    async def one_off_invoices(request: web.Request, handler: Any) -> web.StreamResponse:
+        from localstripe.errors import UserError
+        from localstripe.resources import Invoice, InvoiceItem, InvoiceLineItem
+
+        if request.method != "POST" or request.path not in ("/v1/invoices", "/v1/invoiceitems"):
+            return await handler(request)
+        data = await ls.get_post_data(request) or {}
+        if request.path == "/v1/invoices":
+            if data.get("subscription"):
+                return await handler(request)
+            if ls.get_api_key(request) is None:
+                return UserError(401, "Unauthorized").to_response()
+            for unsupported in (
+                "pending_invoice_items_behavior",
+                "auto_advance",
+                "collection_method",
+                "expand",
+            ):
+                data.pop(unsupported, None)
+            try:
+                invoice = Invoice(**data)
+            except UserError as exc:
+                return exc.to_response()
+            invoice.lines._list = []
+            return ls.json_response(invoice._export())
+        response = await handler(request)
+        if data.get("invoice") and response.status == 200:
+            item = InvoiceItem._api_retrieve(json.loads(response.body)["id"])
+            invoice = Invoice._api_retrieve(data["invoice"])
+            invoice.lines._list.append(InvoiceLineItem(item))
+            invoice.currency = item.currency
+        return response
+
+    @web.middleware
+    async def harness(request: web.Request, handler: Any) -> web.StreamResponse:
+        answered = await control(request)
+        if answered is not None:
+            return answered
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        key = _api_key(request)
+        idempotency_key = request.headers.get("Idempotency-Key", "")
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "api_key": key,
+            "idempotency_key": idempotency_key,
+            "replayed": False,
+            "status": 0,
+        }
+        log.append(entry)
+        status = take_fault(request, key)
+        if status is not None:
+            entry["status"] = status
+            error = {"error": {"type": "api_error", "message": f"injected fault {status}"}}
+            if status == 429:
+                error["error"] = {"type": "rate_limit_error", "message": "injected 429"}
+            return web.json_response(error, status=status)
+        if request.method == "POST" and idempotency_key:
+            seen = replays.get((key, idempotency_key))
+            if seen is not None:
+                entry["replayed"] = True
+                entry["status"] = seen[0]
+                return web.Response(
+                    status=seen[0],
+                    body=seen[1],
+                    content_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
+                )
+        response = await one_off_invoices(request, handler)
+        entry["status"] = response.status
+        if request.method == "POST" and idempotency_key and response.status < 500:
+            body = response.body if isinstance(response.body, bytes) else b""
+            replays[(key, idempotency_key)] = (response.status, body)
+        return response
+
+    ls.app.middlewares.insert(0, harness)
+    return ls.app
+
+
+def main() -> None:
+    import argparse
+
+    from aiohttp import web
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one is gone (a killed test run)",
+    )
+    args = parser.parse_args()
+    app = build_app()
+    if args.exit_with_parent:
+        parent = os.getppid()
+        tasks: list[Any] = []
+
+        async def watch_parent(app: Any) -> None:
+            import asyncio
+
+            async def watch() -> None:
+                while os.getppid() == parent:
+                    await asyncio.sleep(1)
+                os._exit(0)
+
+            tasks.append(asyncio.ensure_future(watch()))
+
+        app.on_startup.append(watch_parent)
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
