@@ -19,8 +19,9 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.contrib.sessions.models import Session
-from django.core.files.storage import Storage, default_storage
+from django.core.files.storage import Storage, storages
 from django.db import models, transaction
+from django.db.models import Exists, ExpressionWrapper, OuterRef, Q
 from django.utils.module_loading import import_string
 from django_q.models import Task
 
@@ -124,18 +125,34 @@ def idempotency_keys(*, now: datetime, dry_run: bool, batch_size: int) -> Catego
 
 
 def usage_events(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryResult:
-    """Usage events of organizations that no longer exist. billing has no
-    UsageEvent model yet; when it has one (with an `organization_id`
-    column), this category deletes the events whose organization is gone."""
-    try:
-        model = apps.get_model("billing", "UsageEvent")
-    except LookupError:
-        return CategoryResult(skipped="billing has no UsageEvent model yet; nothing to clean")
-    organization = apps.get_model("subscriptions", "Organization")
-    queryset = model.objects.exclude(organization_id__in=organization.objects.values("pk")).exclude(
-        organization_id__isnull=True
+    """Raw usage events older than USAGE_EVENT_RETENTION_DAYS that nothing needs any more:
+    those their hour's aggregate already includes (an aggregate of the same
+    organization, metric and hour, rebuilt after the event arrived), and those
+    of closed organizations (never aggregated). A late event its hour was not
+    rebuilt for is kept, so a backfill can still count it. (Events of deleted
+    organizations go with them: the foreign key cascades.)"""
+    days = settings.USAGE_EVENT_RETENTION_DAYS
+    if days < 1:
+        return CategoryResult(skipped=f"USAGE_EVENT_RETENTION_DAYS must be at least 1, is {days}")
+    cutoff = now - timedelta(days=days)
+    event = apps.get_model("billing", "UsageEvent")
+    aggregate = apps.get_model("billing", "UsageAggregate")
+    hour_before = ExpressionWrapper(
+        OuterRef("occurred_at") - timedelta(hours=1), output_field=models.DateTimeField()
     )
-    return _batched_delete(queryset, dry_run=dry_run, batch_size=batch_size)
+    counted = aggregate.objects.filter(
+        organization_id=OuterRef("organization_id"),
+        metric=OuterRef("metric"),
+        hour__lte=OuterRef("occurred_at"),
+        hour__gt=hour_before,
+        updated_at__gte=OuterRef("received_at"),
+    )
+    queryset = event.objects.filter(occurred_at__lt=cutoff).filter(
+        Exists(counted) | Q(organization__status="closed")
+    )
+    result = _batched_delete(queryset, dry_run=dry_run, batch_size=batch_size)
+    result.detail = {"retention_days": days, "cutoff": cutoff.isoformat()}
+    return result
 
 
 def no_referenced_invoice_files() -> set[str]:
@@ -180,7 +197,7 @@ def invoice_pdfs(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryRe
     provider: Callable[[], set[str]] = import_string(provider_path)
     referenced = set(provider())
     min_age = timedelta(hours=settings.INVOICE_PDF_ORPHAN_MIN_AGE_HOURS)
-    storage = default_storage
+    storage = storages["invoices"] if "invoices" in settings.STORAGES else storages["default"]
     orphans = [
         name
         for name in _stored_files(storage, prefix)

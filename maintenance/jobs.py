@@ -123,9 +123,10 @@ def purge_audit_trail_job(
 def cleanup(ctx: JobContext, *, batch_size: int | None = None) -> dict[str, Any]:
     """Remove what nothing points at any more, one counted category at a time.
 
-    Categories: orphaned invoice PDFs, usage events of deleted organizations,
-    old outbox rows, old django-q2 task results, expired sessions, expired API
-    idempotency keys. One category's failure is recorded and the others run.
+    Categories: orphaned invoice PDFs, raw usage events past their retention
+    (once aggregated) or of closed organizations, old outbox rows, old
+    django-q2 task results, expired sessions, expired API idempotency keys.
+    One category's failure is recorded and the others run.
     """
     size = settings.MAINTENANCE_CLEANUP_BATCH_SIZE if batch_size is None else batch_size
     if not 1 <= size <= MAX_BATCH_SIZE:

@@ -14,6 +14,7 @@ from billing.models.usage import (
     PlanMetricPrice,
     UsageAggregate,
     UsageEvent,
+    UsageLateHour,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "PlanMetricPrice",
     "UsageAggregate",
     "UsageEvent",
+    "UsageLateHour",
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as django_timezone
+
+
+def invoice_storage() -> Storage:
+    """The "invoices" storage alias (MEDIA_ROOT, or S3 when INVOICE_ENABLE_S3)."""
+    return storages["invoices"]
 
 
 class InvoiceStatus(models.TextChoices):
@@ -45,7 +51,7 @@ class Invoice(models.Model):
     subtotal_minor = models.BigIntegerField(default=0)
     tax_minor = models.BigIntegerField(default=0)
     total_minor = models.BigIntegerField(default=0)
-    pdf = models.FileField(upload_to="invoices/", blank=True, default="")
+    pdf = models.FileField(upload_to="invoices/", storage=invoice_storage, blank=True, default="")
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
     email_id = models.BigIntegerField(
         null=True, blank=True, help_text="The OutboundEmail that carries this invoice."

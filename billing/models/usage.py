@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone as django_timezone
 
+from maintenance.models import BrinOnPostgresIndex
+
 
 class AggregationType(models.TextChoices):
     SUM = "sum", "Sum of quantities"
@@ -69,7 +71,8 @@ class UsageEvent(models.Model):
     )
     metric = models.SlugField(max_length=64, db_index=False, help_text="BillableMetric code.")
     quantity = models.BigIntegerField(default=1)
-    # What a unique-count metric counts distinct values of (a user id, say).
+    # What a unique-count metric counts distinct values of (a user id, say);
+    # required for those, ignored by the other types.
     value_key = models.CharField(max_length=128, blank=True, default="")
     occurred_at = models.DateTimeField()
     idempotency_key = models.CharField(max_length=128)
@@ -83,8 +86,18 @@ class UsageEvent(models.Model):
             ),
         ]
         indexes = [
-            # billing.aggregate_usage reads one hour at a time.
-            models.Index(fields=["occurred_at"], name="usageevent_occurred_at_idx"),
+            # billing.aggregate_usage reads one hour at a time and the cleanup
+            # finds old events: events arrive in time order, so a BRIN index
+            # (24 kB per 2M rows, against 43 MB of B-tree) serves both and
+            # costs next to nothing per insert (measured: bench aggregate_usage).
+            BrinOnPostgresIndex(fields=["occurred_at"], name="usageevent_occurred_at_idx"),
+            # Unique counts: the hour's (or period's) distinct values come from
+            # this index alone, without reading the other events of the hour.
+            models.Index(
+                fields=["occurred_at", "organization", "metric", "value_key"],
+                condition=~Q(value_key=""),
+                name="usageevent_values_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -117,3 +130,17 @@ class UsageAggregate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.metric} {self.hour:%Y-%m-%d %H:00}: {self.total}"
+
+
+class UsageLateHour(models.Model):
+    """An hour that received events after it was aggregated: the next
+    billing.aggregate_usage run rebuilds it, then removes the mark."""
+
+    hour = models.DateTimeField(unique=True)
+    marked_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["hour"]
+
+    def __str__(self) -> str:
+        return f"late events in {self.hour:%Y-%m-%d %H:00}"

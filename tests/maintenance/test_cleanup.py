@@ -12,12 +12,14 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django_q.models import Task
 
+from billing.models import UsageAggregate, UsageEvent
 from jobs.models import JobRun, RunStatus
 from jobs.registry import get_job
 from jobs.runner import run_job
 from maintenance import cleanup as categories
 from notifications.models import EmailStatus, OutboundEmail
-from tests.factories import JobRunFactory, OutboundEmailFactory
+from subscriptions.models import OrganizationStatus
+from tests.factories import JobRunFactory, OrganizationFactory, OutboundEmailFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +39,7 @@ def cleanup_settings(settings, tmp_path):
     settings.OUTBOX_RETENTION_DAYS = 30
     settings.TASK_RESULT_RETENTION_DAYS = 30
     settings.API_IDEMPOTENCY_KEY_RETENTION_DAYS = 7
+    settings.USAGE_EVENT_RETENTION_DAYS = 90
     settings.MEDIA_ROOT = str(tmp_path)
     settings.INVOICE_PDF_PREFIX = "invoices/"
     settings.INVOICE_PDF_ORPHAN_MIN_AGE_HOURS = 24
@@ -74,8 +77,39 @@ def session(*, expires_in: timedelta) -> Session:
     )
 
 
+def usage_event(org, *, age_days: int, aggregated: bool, late: bool = False) -> UsageEvent:
+    """An event of `age_days` ago; `aggregated`: its hour has an aggregate, rebuilt
+    after the event arrived unless `late` (the event came after the rebuild)."""
+    at = (NOW - timedelta(days=age_days)).replace(minute=10, second=0, microsecond=0)
+    hour = at.replace(minute=0)
+    received = at + timedelta(hours=5 if late else 0)
+    event = UsageEvent.objects.create(
+        organization=org,
+        metric="api_calls",
+        quantity=1,
+        occurred_at=at,
+        received_at=received,
+        idempotency_key=f"e{uuid.uuid4().hex}",
+    )
+    if aggregated:
+        UsageAggregate.objects.update_or_create(
+            organization=org,
+            metric="api_calls",
+            hour=hour,
+            defaults={"total": 1, "event_count": 1, "updated_at": at + timedelta(hours=1)},
+        )
+    return event
+
+
 def seed() -> dict[str, object]:
+    org = OrganizationFactory()
+    closed = OrganizationFactory(status=OrganizationStatus.CLOSED)
     return {
+        "old_aggregated_event": usage_event(org, age_days=100, aggregated=True),
+        "old_late_event": usage_event(org, age_days=120, aggregated=True, late=True),
+        "old_unaggregated_event": usage_event(org, age_days=110, aggregated=False),
+        "recent_aggregated_event": usage_event(org, age_days=10, aggregated=True),
+        "old_closed_org_event": usage_event(closed, age_days=100, aggregated=False),
         "orphan_pdf": store("invoices/2025/orphan.pdf", age=timedelta(days=3)),
         "kept_pdf": store("invoices/2025/kept.pdf", age=timedelta(days=3)),
         "fresh_orphan_pdf": store("invoices/2025/fresh.pdf", age=timedelta(hours=1)),
@@ -113,14 +147,14 @@ def test_cleanup_counts_each_category():
     counts = {name: result.get("removed") for name, result in run.summary["categories"].items()}
     assert counts == {
         "invoice_pdfs": 1,
-        "usage_events": 0,
+        "usage_events": 2,
         "outbox": 3,
         "task_results": 1,
         "sessions": 1,
         "idempotency_keys": 1,
     }
-    assert run.summary["removed"] == 7
-    assert (run.processed, run.succeeded) == (7, 7)
+    assert run.summary["removed"] == 9
+    assert (run.processed, run.succeeded) == (9, 9)
 
     assert not default_storage.exists(data["orphan_pdf"])
     assert default_storage.exists(data["kept_pdf"])
@@ -132,6 +166,11 @@ def test_cleanup_counts_each_category():
     }
     assert list(Task.objects.values_list("pk", flat=True)) == [data["recent_task"].pk]
     assert list(Session.objects.values_list("pk", flat=True)) == [data["live_session"].pk]
+    assert set(UsageEvent.objects.values_list("pk", flat=True)) == {
+        data["old_late_event"].pk,  # its hour was not rebuilt since it arrived
+        data["old_unaggregated_event"].pk,
+        data["recent_aggregated_event"].pk,
+    }
     keys = dict(JobRun.objects.values_list("pk", "idempotency_key"))
     assert keys[data["old_key"].pk] is None  # key cleared, run kept
     assert keys[data["recent_key"].pk] == "k-new"
@@ -145,7 +184,11 @@ def test_cleanup_dry_run_removes_nothing():
 
     assert run.status == RunStatus.SUCCEEDED, run.error
     found = run.summary["categories"]
-    assert run.summary["would_remove"] == 7
+    assert run.summary["would_remove"] == 9
+    assert found["usage_events"]["sample"] == [
+        str(pk) for pk in sorted([data["old_aggregated_event"].pk, data["old_closed_org_event"].pk])
+    ]
+    assert UsageEvent.objects.count() == 5
     assert found["invoice_pdfs"]["sample"] == [data["orphan_pdf"]]
     assert found["outbox"]["would_remove"] == 3
     assert found["task_results"]["sample"] == [data["old_task"].pk]
