@@ -92,3 +92,9 @@ class JobContext:
         """Persist resumable state now, so a rerun after a crash continues."""
         JobRun.objects.filter(pk=self.run.pk).update(checkpoint=state, heartbeat_at=timezone.now())
         self.run.checkpoint = state
+
+    def fan_out(self, target: str, *, items: Any, chunk_size: int, **options: Any) -> Any:
+        """Process `items` in chunks on cluster workers (see jobs.fanout.fan_out)."""
+        from jobs.fanout import fan_out
+
+        return fan_out(self, target, items=items, chunk_size=chunk_size, **options)

@@ -201,3 +201,52 @@ class ClusterHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster} @ {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ChunkStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class JobChunk(models.Model):
+    """One slice of a fanned-out run's items (see jobs.fanout).
+
+    Created once per run and reused when the run is continued after a crash,
+    so each slice is done once. Whoever claims a chunk (a chunk task on a
+    cluster worker, or the parent run while it waits) holds it for a lease;
+    a chunk whose worker died is claimed again when the lease runs out.
+    """
+
+    run = models.ForeignKey(JobRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    items = models.JSONField(default=list)
+    status = models.CharField(
+        max_length=10, choices=ChunkStatus.choices, default=ChunkStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_by = models.CharField(max_length=100, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="jobchunk_one_per_index"),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in ChunkStatus]),
+                name="jobchunk_status_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["run", "status"], name="jobchunk_run_status_idx")]
+
+    def __str__(self) -> str:
+        return f"run #{self.run_id} chunk {self.index} ({self.status})"
