@@ -6,8 +6,10 @@ PORT ?= 8000
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_bench
 PG_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice
 PG_TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+RELIABILITY_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_reliability
+RELIABILITY_REDIS_URL ?= redis://127.0.0.1:6379/2
 
-.PHONY: run setup test test-pg lint format bench clean
+.PHONY: run setup test test-pg reliability lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,19 @@ test: $(VENV)/.dev
 # The same suite on PostgreSQL with the Redis broker (what .ci/run also does).
 test-pg: $(VENV)/.dev
 	DATABASE_URL=$(PG_TEST_DATABASE_URL) REDIS_URL=$(PG_TEST_REDIS_URL) $(PY) -m pytest
+
+# Reliability drills with real qcluster processes, on PostgreSQL and Redis
+# (local ones started here if they are down, as .ci/run does; a failed start is
+# left for the drills to report). Not part of `make test`.
+reliability: $(VENV)/.dev
+	-@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start && \
+	  for _ in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
+	-@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" && \
+	  for _ in $$(seq 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done; }
+	DATABASE_URL=$(RELIABILITY_DATABASE_URL) REDIS_URL=$(RELIABILITY_REDIS_URL) \
+	  $(PY) -m pytest reliability -s -p no:cacheprovider
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

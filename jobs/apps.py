@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Jobs"
+
+    def ready(self) -> None:
+        from jobs import checks, scheduler_tick  # noqa: F401 - registers the checks
+
+        scheduler_tick.install()

@@ -44,10 +44,12 @@ def scheduler_tz() -> ZoneInfo:
     return ZoneInfo(settings.SCHEDULER_TIMEZONE)
 
 
-def next_runs(expression: str, *, after: datetime, count: int = 5) -> list[datetime]:
+def next_runs(stored: str, *, after: datetime, count: int = 5) -> list[datetime]:
     """The next `count` fire times after `after`, DST-correct in SCHEDULER_TIMEZONE.
 
-    Returned in UTC, as everything is stored.
+    `stored` is an expression as `normalize_cron` returns it (what a Schedule
+    row holds), not as a person writes it: normalizing again would read a
+    stored 6-field expression's minute as its seconds. Returned in UTC.
     """
-    it = croniter(normalize_cron(expression), after.astimezone(scheduler_tz()))
+    it = croniter(stored, after.astimezone(scheduler_tz()))
     return [it.get_next(datetime).astimezone(ZoneInfo("UTC")) for _ in range(count)]

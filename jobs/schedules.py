@@ -119,9 +119,7 @@ def resume(job: str, *, actor: str) -> ScheduleState:
             raise ValueError(f"schedule {job!r} is not paused")
         schedule = state.schedule
         schedule.repeats = -1
-        schedule.next_run = next_runs(normalize_cron(schedule.cron), after=timezone.now(), count=1)[
-            0
-        ]
+        schedule.next_run = next_runs(schedule.cron, after=timezone.now(), count=1)[0]
         schedule.save(update_fields=["repeats", "next_run"])
         state.paused = False
         state.pause_reason = ""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from maintenance.models import AuditTrail
 
@@ -104,8 +104,10 @@ def purge_audit_trail(
     """Delete every record older than `cutoff` with an id of `start_id` or more,
     `batch_size` ids per statement, pausing `batch_delay_ms` between batches.
 
-    `on_batch` sees the progress after each committed batch (the job
-    checkpoints `next_id` there, so a killed run resumes from it). Rows
+    `on_batch` sees the progress after each batch, in the batch's own
+    transaction: the job checkpoints `next_id` and the running count there,
+    so a batch and its checkpoint commit together, and a run killed at any
+    moment resumes where its committed work ends with an exact count. Rows
     inserted while the purge runs with ids past the last old row found at
     the start are left for the next run.
     """
@@ -118,17 +120,18 @@ def purge_audit_trail(
     sql = f"DELETE FROM {_table()} WHERE id >= %s AND id < %s AND at < %s"
     while progress.next_id <= plan.last_id:
         low, high = progress.next_id, progress.next_id + batch_size
-        started = time.perf_counter()
-        with connection.cursor() as cursor:  # autocommit: one transaction per batch
-            cursor.execute(sql, [low, high, _db_time(cutoff)])
-            deleted = cursor.rowcount
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        progress.next_id = high
-        progress.deleted += deleted
-        progress.batches += 1
-        progress.max_batch_ms = max(progress.max_batch_ms, elapsed_ms)
-        if on_batch:
-            on_batch(progress)
+        with transaction.atomic():  # one transaction per batch, with its checkpoint
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [low, high, _db_time(cutoff)])
+                deleted = cursor.rowcount
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            progress.next_id = high
+            progress.deleted += deleted
+            progress.batches += 1
+            progress.max_batch_ms = max(progress.max_batch_ms, elapsed_ms)
+            if on_batch:
+                on_batch(progress)
         if batch_delay_ms and progress.next_id <= plan.last_id:
             time.sleep(batch_delay_ms / 1000)
     return progress

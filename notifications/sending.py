@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import make_msgid
@@ -110,12 +110,21 @@ def due_q(now: datetime) -> Q:
     )
 
 
-def claim_due(*, token: str, limit: int, organization_id: int | None = None) -> list[OutboundEmail]:
-    """Claim up to `limit` due rows for `token` under a lease; returns them."""
+def claim_due(
+    *,
+    token: str,
+    limit: int,
+    organization_id: int | None = None,
+    email_ids: Sequence[int] | None = None,
+) -> list[OutboundEmail]:
+    """Claim up to `limit` due rows for `token` under a lease (only `email_ids`
+    when given); returns them."""
     now = timezone.now()
     rows = OutboundEmail.objects.filter(due_q(now))
     if organization_id:
         rows = rows.filter(organization_id=organization_id)
+    if email_ids is not None:
+        rows = rows.filter(id__in=list(email_ids))
     with transaction.atomic():
         locked = rows.order_by("next_attempt_at", "id")
         if connection.features.has_select_for_update_skip_locked:
@@ -206,6 +215,7 @@ class _Sender:
         organization_id: int | None,
         record_times: bool,
         stop: threading.Event,
+        email_ids: Sequence[int] | None = None,
     ) -> None:
         self.token = f"{uuid.uuid4().hex[:12]}"
         self.budget = budget
@@ -213,6 +223,7 @@ class _Sender:
         self.limiter = limiter
         self.report = report
         self.organization_id = organization_id
+        self.email_ids = email_ids
         self.record_times = record_times
         self.stop = stop
         self.connection = get_connection(fail_silently=False)
@@ -226,7 +237,12 @@ class _Sender:
                 want = self.budget.take(self.batch_size)
                 if not want:
                     return
-                rows = claim_due(token=self.token, limit=want, organization_id=self.organization_id)
+                rows = claim_due(
+                    token=self.token,
+                    limit=want,
+                    organization_id=self.organization_id,
+                    email_ids=self.email_ids,
+                )
                 self.budget.give_back(want - len(rows))
                 if not rows:
                     return
@@ -453,8 +469,11 @@ def send_pending(
     record_times: bool = False,
     stop: threading.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
+    email_ids: Sequence[int] | None = None,
 ) -> SendReport:
     """Send due outbox rows at the shared rate; several calls may run at once.
+
+    `email_ids` limits the run to those rows (a rerun of failed items).
 
     `workers` > 1 sends from that many threads (each with its own database
     connection), all under the same limiter.
@@ -473,6 +492,7 @@ def send_pending(
             organization_id=organization_id,
             record_times=record_times,
             stop=stop,
+            email_ids=email_ids,
         )
 
     if workers <= 1:
@@ -505,13 +525,18 @@ def send_pending(
 
 
 def preview_pending(
-    *, max_emails: int | None = None, organization_id: int | None = None
+    *,
+    max_emails: int | None = None,
+    organization_id: int | None = None,
+    email_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What `send_pending` would do now, reading only (the dry run)."""
     limit = settings.EMAIL_BATCH_MAX_EMAILS if max_emails is None else max_emails
     rows = OutboundEmail.objects.filter(due_q(timezone.now()))
     if organization_id:
         rows = rows.filter(organization_id=organization_id)
+    if email_ids is not None:
+        rows = rows.filter(id__in=list(email_ids))
     picked = list(rows.order_by("next_attempt_at", "id").values("to", "kind", "status")[:limit])
     suppressed = _suppressed_among({r["to"].lower() for r in picked})
     would_suppress = sum(1 for r in picked if r["to"].lower() in suppressed)

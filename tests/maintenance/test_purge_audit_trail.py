@@ -157,18 +157,19 @@ def test_purge_resumes_after_a_crash_from_its_checkpoint(monkeypatch):
     original = JobContext.checkpoint
     calls = []
 
-    def crash_after_two_batches(self, state):
+    def crash_in_the_third_batch(self, state):
         original(self, state)
         calls.append(state)
-        if len(calls) == 2:
+        if len(calls) == 3:  # the third batch and its checkpoint roll back together
             raise RuntimeError("worker killed")
 
-    monkeypatch.setattr(JobContext, "checkpoint", crash_after_two_batches)
+    monkeypatch.setattr(JobContext, "checkpoint", crash_in_the_third_batch)
     crashed = purge(batch_size=3, batch_delay_ms=0)
     monkeypatch.setattr(JobContext, "checkpoint", original)
 
     assert crashed.status == RunStatus.FAILED
     assert crashed.checkpoint["next_id"] == olds[0] + 6
+    assert crashed.checkpoint["deleted"] == 6
     assert AuditTrail.objects.count() == 6  # 4 old + 2 young left
 
     # A later rerun (another slot, a later cutoff) continues the crashed purge
@@ -215,3 +216,35 @@ def test_a_rerun_of_a_finished_purge_starts_afresh(drain_queue, django_capture_o
     assert again.status == RunStatus.SUCCEEDED, again.error
     assert again.summary["resumed_from_id"] is None
     assert again.summary["deleted"] == 1
+
+
+def test_a_batch_and_its_checkpoint_commit_together(monkeypatch):
+    """A crash between a batch's DELETE and its checkpoint loses neither: the
+    checkpoint's count is exactly the rows gone, so a resumed run's counts add
+    up to every old row, each counted once."""
+    olds, youngs = seed(old=9, young=1)
+    original = JobContext.checkpoint
+    calls = []
+
+    def crash_before_writing_the_second_checkpoint(self, state):
+        calls.append(state)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        original(self, state)
+
+    monkeypatch.setattr(JobContext, "checkpoint", crash_before_writing_the_second_checkpoint)
+    crashed = purge(batch_size=3, batch_delay_ms=0)
+    monkeypatch.setattr(JobContext, "checkpoint", original)
+
+    assert crashed.checkpoint == {
+        "cutoff": CUTOFF.isoformat(),
+        "next_id": olds[0] + 3,
+        "deleted": 3,
+    }
+    assert AuditTrail.objects.count() == 7  # the second batch rolled back with its checkpoint
+    resumed = run_job(
+        JOB, params={"batch_size": 3, "batch_delay_ms": 0}, slot=SLOT + timedelta(days=1)
+    )
+    assert resumed.summary["resumed_from_id"] == olds[0] + 3
+    assert crashed.checkpoint["deleted"] + resumed.summary["deleted"] == len(olds)
+    assert list(AuditTrail.objects.values_list("pk", flat=True)) == youngs

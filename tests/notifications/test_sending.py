@@ -401,3 +401,62 @@ def test_several_workers_keep_the_shared_rate(ses):
     assert max_in_any_window(report.grant_times) <= 30
     assert 90 / elapsed >= 30 * 0.6
     assert set(ses.per_recipient().values()) == {1}
+
+
+@pytest.mark.usefixtures("empty_broker")
+def test_rerun_of_failed_items_retries_only_those_emails(
+    ses, monkeypatch, settings, drain_queue, django_capture_on_commit_callbacks
+):
+    from jobs.enqueue import rerun
+    from jobs.models import JobRun, Trigger
+
+    settings.EMAIL_MAX_ATTEMPTS = 1
+    outage = {"on": True}
+
+    def down_while_out(real, kwargs):
+        if outage["on"]:
+            raise throttling()
+        return real(**kwargs)
+
+    patch_send(monkeypatch, down_while_out)
+    failed = [OutboundEmailFactory(), OutboundEmailFactory()]
+    run = run_job("notifications.send_pending")
+    assert run.status == RunStatus.PARTIAL
+    assert {f.item_key for f in run.failures.all()} == {f"email:{e.pk}" for e in failed}
+    later = OutboundEmailFactory()  # queued after the run: not one of its failed items
+
+    outage["on"] = False
+    with django_capture_on_commit_callbacks(execute=True):
+        again = rerun(run, actor="alice", trigger=Trigger.ADMIN, failed_items_only=True)
+    drain_queue()
+
+    again = JobRun.objects.get(pk=again.pk)
+    assert again.status == RunStatus.SUCCEEDED, again.error
+    assert again.summary["retried_failed_items"] == 2
+    assert again.summary["sent"] == 2
+    assert {e.status for e in OutboundEmail.objects.filter(pk__in=[e.pk for e in failed])} == {
+        EmailStatus.SENT
+    }
+    later.refresh_from_db()
+    assert later.status == EmailStatus.QUEUED
+    assert len(ses.messages) == 2
+
+
+def test_dry_run_of_a_failed_items_rerun_counts_them_and_sends_nothing(ses, settings):
+    from jobs.models import JobRun, Trigger
+
+    email = OutboundEmailFactory(status=EmailStatus.FAILED, attempts=5)
+    run = JobRun.objects.create(
+        job="notifications.send_pending",
+        trigger=Trigger.ADMIN,
+        dry_run=True,
+        only_items=[f"email:{email.pk}"],
+    )
+    from jobs.runner import execute_queued
+
+    execute_queued(run.pk)
+    run.refresh_from_db()
+    assert run.summary["would_retry"] == 1
+    email.refresh_from_db()
+    assert email.status == EmailStatus.FAILED
+    assert not ses.messages

@@ -1,0 +1,312 @@
+"""Reliability drills: real `manage.py qcluster` processes on PostgreSQL + Redis.
+
+The drills use pytest-django's transactional database (data is committed, so
+the clusters see it) and hand the clusters that test database's name. Every
+cluster runs in its own process group; teardown ends the groups, so no
+qcluster outlives its test. Run them with `make reliability`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import Schedule
+
+from jobs.cron import next_runs, normalize_cron
+from jobs.enqueue import q_options
+from jobs.models import ScheduleState
+from jobs.registry import get_job
+from jobs.schedules import RUNNER
+from reliability.faultproxy import FaultProxy
+from tests.fixtures_moto import REGION, SENDER, SesInbox, moto_server_url  # noqa: F401
+from tests.fixtures_stripe import localstripe  # noqa: F401
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# A killed worker's run is abandoned this soon (the clusters and this process agree).
+STALE_AFTER_SECONDS = 5
+LOG_DIR = Path(os.environ.get("RELIABILITY_LOG_DIR", "/tmp/reliability-logs"))
+
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server's request log
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """The drills need the real parts; without them they are skipped, loudly.
+    The bad-input test runs on any database (it needs no other process)."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" in engine and settings.REDIS_URL:
+        return
+    skip = pytest.mark.skip(
+        reason="reliability drills need PostgreSQL and Redis: run `make reliability`"
+    )
+    for item in items:
+        if "reliability" in str(item.fspath) and item.fspath.basename != "test_bad_input.py":
+            item.add_marker(skip)
+
+
+RESULTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The drills' result lines again, together, at the end of the run."""
+    if RESULTS:
+        terminalreporter.section("reliability drills")
+        for line in RESULTS:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(cluster logs: {LOG_DIR})")
+
+
+def report(line: str) -> None:
+    """One result line per drill, on the terminal (`pytest -s`) and in the log."""
+    RESULTS.append(line)
+    print(f"\n{line}", flush=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    with open(LOG_DIR / "results.txt", "a") as fh:
+        fh.write(f"{datetime.now():%H:%M:%S} {line}\n")
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, interval: float = 0.25, what: str = ""
+) -> Any:
+    """Poll until `predicate()` is truthy; its value, or AssertionError at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def cluster_database_url() -> str:
+    """DATABASE_URL, pointed at the database the test run created."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = connection.settings_dict["NAME"]
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+class Cluster:
+    """One `manage.py qcluster` process group, its log file and its workers."""
+
+    def __init__(self, name: str, process: subprocess.Popen, log_path: Path) -> None:
+        self.name = name
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return "running." in self.log()
+
+    def worker_pids(self) -> list[int]:
+        """Live worker processes (django-q2 logs each one's pid when it starts)."""
+        pids = [int(p) for p in re.findall(r"ready for work at (\d+)", self.log())]
+        return [pid for pid in pids if _alive(pid)]
+
+    def stop(self) -> None:
+        """SIGKILL the whole process group: a drill's end needs no graceful stop,
+        and nothing of it may outlive the test."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(self.process.pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Clusters:
+    """Starts qcluster processes that see this test's database and broker."""
+
+    def __init__(self, test_name: str) -> None:
+        self.test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test_name)
+        self.started: list[Cluster] = []
+        self.env = self.base_env()
+
+    @staticmethod
+    def base_env() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "config.settings",
+                "ENV_FILE": "",
+                "SECRET_KEY": settings.SECRET_KEY,  # tasks this process enqueues are signed
+                "DEBUG": "false",
+                "DATABASE_URL": cluster_database_url(),
+                "REDIS_URL": settings.REDIS_URL,
+                "Q_CLUSTER_PREFIX": settings.Q_CLUSTER["name"],
+                "Q_WORKERS": "2",
+                "JOBS_SCHEDULER_POLL_SECONDS": "0.5",
+                "JOBS_HEARTBEAT_SECONDS": "1",
+                "JOBS_STALE_AFTER_SECONDS": str(STALE_AFTER_SECONDS),
+                "LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+            }
+        )
+        keys = getattr(settings, "FIELD_ENCRYPTION_KEY", None)
+        if keys:  # the same keys as this process, so stored secrets decrypt
+            env["FIELD_ENCRYPTION_KEY"] = ",".join(keys)
+        return env
+
+    def start(self, count: int = 1, **overrides: Any) -> list[Cluster]:
+        """Start `count` clusters with these env overrides; wait until each runs."""
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, **{k: str(v) for k, v in overrides.items()}}
+        new = []
+        for _ in range(count):
+            name = f"{self.test_name}-{len(self.started) + 1}"
+            log_path = LOG_DIR / f"{name}.log"
+            with open(log_path, "w") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "manage.py", "qcluster"],
+                    cwd=BASE_DIR,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, ended at teardown
+                )
+            cluster = Cluster(name, process, log_path)
+            self.started.append(cluster)
+            new.append(cluster)
+        for cluster in new:
+            wait_for(
+                lambda c=cluster: c.running() or c.process.poll() is not None,
+                timeout=60,
+                what=f"{cluster.name} to start",
+            )
+            if cluster.process.poll() is not None:
+                raise AssertionError(f"{cluster.name} exited:\n{cluster.log()[-3000:]}")
+        return new
+
+    def stop_all(self) -> None:
+        for cluster in self.started:
+            cluster.stop()
+
+
+@pytest.fixture
+def clusters(request: Any, transactional_db: Any, settings: Any) -> Iterator[Clusters]:
+    """qcluster processes for one drill; stopped (process groups) before the
+    test database is flushed."""
+    settings.JOBS_STALE_AFTER_SECONDS = STALE_AFTER_SECONDS
+    broker = get_broker()
+    broker.purge_queue()
+    manager = Clusters(request.node.name)
+    try:
+        yield manager
+    finally:
+        manager.stop_all()
+        broker.purge_queue()
+
+
+@pytest.fixture(scope="session")
+def moto_url(moto_server_url: str) -> str:  # noqa: F811
+    return moto_server_url
+
+
+@pytest.fixture
+def inbox(moto_url: str) -> SesInbox:
+    """What the moto server accepted, emptied for this drill."""
+    box = SesInbox()
+    box.clear()
+    return box
+
+
+def ses_env(endpoint: str, **extra: Any) -> dict[str, Any]:
+    """Cluster settings that send the outbox through SES at `endpoint`."""
+    return {
+        "EMAIL_BACKEND": "django_ses.SESBackend",
+        "AWS_SES_REGION_NAME": REGION,
+        "AWS_SES_REGION_ENDPOINT_URL": endpoint,
+        "DEFAULT_FROM_EMAIL": SENDER,
+        "EMAIL_RATE_LIMIT_KEY": f"drill-{uuid.uuid4().hex[:8]}",
+        **extra,
+    }
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """Start fault proxies in front of an upstream; all stopped at teardown."""
+    proxies: list[FaultProxy] = []
+
+    def start(upstream: str, **options: Any) -> FaultProxy:
+        proxy = FaultProxy(upstream, **options).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+
+
+def create_schedule(job: str, cron: str, *, first_slot: datetime | None = None) -> Schedule:
+    """A job's schedule as `sync_schedules` makes it, with a drill's cron."""
+    spec = get_job(job)
+    normalized = normalize_cron(cron)
+    schedule = Schedule.objects.create(
+        name=spec.name,
+        func=RUNNER,
+        kwargs=repr({"job": spec.name, "q_options": q_options(spec)}),
+        schedule_type=Schedule.CRON,
+        cron=normalized,
+        repeats=-1,
+        intended_date_kwarg="slot",
+        next_run=first_slot or next_runs(normalized, after=timezone.now(), count=1)[0],
+    )
+    ScheduleState.objects.create(schedule=schedule, job=spec.name, synced_cron=normalized)
+    return schedule
+
+
+def slots_between(stored: str, first: datetime, last: datetime) -> list[datetime]:
+    """Every fire time of a stored cron from `first` to `last`, both included."""
+    slots = [first]
+    while True:
+        nxt = next_runs(stored, after=slots[-1], count=1)[0]
+        if nxt > last:
+            return slots
+        slots.append(nxt)
+
+
+def slots_in(stored: str, after: datetime, until: datetime) -> list[datetime]:
+    """The fire times of a stored cron after `after`, up to `until` included."""
+    slots: list[datetime] = []
+    while True:
+        nxt = next_runs(stored, after=slots[-1] if slots else after, count=1)[0]
+        if nxt > until:
+            return slots
+        slots.append(nxt)
+
+
+def next_slot(cron: str, *, after_seconds: float) -> datetime:
+    """The first slot of `cron` (as written) at least `after_seconds` from now."""
+    return next_runs(
+        normalize_cron(cron), after=timezone.now() + timedelta(seconds=after_seconds), count=1
+    )[0]
