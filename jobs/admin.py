@@ -23,7 +23,7 @@ from django_q.models import Schedule, Task
 from jobs import admin_views
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.forms import PauseForm, ScheduleStateForm
-from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState
+from jobs.models import JobAction, JobChunk, JobItemFailure, JobRun, RunStatus, ScheduleState
 from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
 from jobs.selectors import schedules_with_last_run
@@ -283,6 +283,34 @@ class JobItemFailureInline(ReadOnlyAdminMixin, admin.TabularInline):
     show_change_link = False
 
 
+class JobChunkInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """A fanned-out run's chunks: who holds which, and how each ended."""
+
+    model = JobChunk
+    fields = [
+        "index",
+        "status",
+        "attempts",
+        "claimed_by",
+        "processed",
+        "succeeded",
+        "failed",
+        "skipped",
+        "started_at",
+        "finished_at",
+        "error",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "chunks (fan-out)"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Part of the run: whoever may see the run sees its chunks."""
+        return request.user.has_perm("jobs.view_jobrun")
+
+
 @admin.register(JobRun)
 class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """History: rerun instead of editing; retention is a maintenance job, not a click."""
@@ -305,7 +333,7 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ["job", "tenant", "task_id"]
     list_per_page = 50
     show_full_result_count = False  # COUNT(*) over a large history on every page
-    inlines = [JobItemFailureInline]
+    inlines = [JobItemFailureInline, JobChunkInline]
     fieldsets = [
         (
             None,
@@ -362,6 +390,15 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
 
     @admin.display(description="status", ordering="status")
+    def get_inline_instances(
+        self, request: HttpRequest, obj: JobRun | None = None
+    ) -> list[admin.options.InlineModelAdmin]:
+        """The chunks table only for a run that fanned out."""
+        inlines = super().get_inline_instances(request, obj)
+        if obj is None or not obj.chunks.exists():
+            inlines = [i for i in inlines if not isinstance(i, JobChunkInline)]
+        return inlines
+
     def status_badge(self, obj: JobRun) -> str:
         return status_html(obj.status)
 

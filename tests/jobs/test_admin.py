@@ -11,7 +11,16 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.models import Schedule, Task
 
-from jobs.models import JobAction, JobItemFailure, JobRun, RunStatus, ScheduleState, Trigger
+from jobs.models import (
+    ChunkStatus,
+    JobAction,
+    JobChunk,
+    JobItemFailure,
+    JobRun,
+    RunStatus,
+    ScheduleState,
+    Trigger,
+)
 from jobs.runner import run_job
 from jobs.schedules import pause, sync_schedules
 from tests.factories import JobRunFactory, UserFactory
@@ -346,6 +355,25 @@ def test_run_detail_survives_a_task_id_without_a_task_row(operator_client):
     response = operator_client.get(run_change_url(run))
     assert response.status_code == 200
     assert "no task result stored yet" in response.content.decode()
+
+
+def test_run_detail_lists_the_chunks_of_a_fanned_out_run_only(operator_client):
+    fanned = JobRunFactory()
+    JobChunk.objects.create(
+        run=fanned, index=0, items=[1, 2], status=ChunkStatus.DONE, processed=2, succeeded=2
+    )
+    JobChunk.objects.create(
+        run=fanned, index=1, items=[3], status=ChunkStatus.RUNNING, claimed_by="worker-7"
+    )
+    plain = JobRunFactory()
+
+    html = operator_client.get(run_change_url(fanned)).content.decode()
+    assert "chunks (fan-out)" in html.lower()
+    assert "worker-7" in html
+    assert (
+        "chunks (fan-out)"
+        not in operator_client.get(run_change_url(plain)).content.decode().lower()
+    )
 
 
 def test_rerun_failed_items_is_offered_only_when_the_run_has_failed_items(operator_client):
