@@ -13,7 +13,8 @@ from jobs.params import Range
 from jobs.registry import job
 from maintenance.services import job_actor
 from payments.selectors import open_payments_due
-from payments.services import PER_TENANT_IN_SUMMARY, PaymentReconciler, interleave_by_tenant
+from payments.services import PER_TENANT_IN_SUMMARY, PaymentReconciler
+from payments.tenant_calls import run_batches
 
 
 @job(
@@ -58,31 +59,7 @@ def reconcile(
         concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
         on_item_failure=ctx.item_failed,
     )
-    tenant_keys = {}
-    if ctx.only_items is not None:
-        from subscriptions.models import Organization
-
-        tenant_keys = dict(
-            Organization.objects.filter(id__in={p.organization_id for p in due}).values_list(
-                "id", "key"
-            )
-        )
-        due = [
-            p
-            for p in due
-            if ctx.should_process(f"payment:{p.id}")
-            or ctx.should_process(f"tenant:{tenant_keys.get(p.organization_id)}")
-        ]
-    due = interleave_by_tenant(due)
-    ctx.progress(0, len(due))
-    try:
-        for start in range(0, len(due), batch_size):
-            batch = due[start : start + batch_size]
-            reconciler.apply(reconciler.check(batch))
-            ctx.progress(start + len(batch), len(due))
-    finally:
-        reconciler.close()
-    reconciler.finish()
+    due_count = run_batches(ctx, reconciler, due, batch_size=batch_size)
     r = reconciler.result
     ctx.count(processed=r.checked + r.errors, succeeded=r.checked, skipped=r.skipped)
     prefix = "would_" if ctx.dry_run else ""
@@ -91,7 +68,7 @@ def reconcile(
         "older_than": older_than.isoformat(),
         "tenant": ctx.tenant_key or None,
         "dry_run": ctx.dry_run,
-        "due": len(due),
+        "due": due_count,
         "checked": r.checked,
         f"{prefix}succeeded": r.outcomes.get("succeeded", 0),
         f"{prefix}failed": r.outcomes.get("failed", 0),
@@ -101,9 +78,7 @@ def reconcile(
         "errors": r.errors,
         "skipped": r.skipped,
         "tenants": r.tenants,
-        "tenants_failed": {
-            reconciler.tenant_key(org): message for org, message in r.tenant_failures.items()
-        },
+        "tenants_failed": reconciler.by_tenant_key(r.tenant_failures),
         "seconds": {k: round(v, 3) for k, v in r.seconds.items()},
     }
     if not ctx.dry_run:
@@ -114,7 +89,5 @@ def reconcile(
             audit_records=r.audit_records,
         )
     if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
-        summary["per_tenant"] = {
-            reconciler.tenant_key(org): counts for org, counts in sorted(r.per_tenant.items())
-        }
+        summary["per_tenant"] = reconciler.by_tenant_key(r.per_tenant)
     return summary

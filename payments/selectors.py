@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from payments.models import OPEN_STATUSES, Payment, PaymentProviderConfig, Provider
+from payments.models import OPEN_STATUSES, Payment, Provider
 
 
 @dataclass(frozen=True)
@@ -15,13 +15,6 @@ class OpenPayment:
     subscription_id: int | None
     provider_reference: str
     status: str
-
-
-def stripe_enabled_organization_ids(*, organization_id: int | None = None) -> list[int]:
-    rows = PaymentProviderConfig.objects.filter(enabled=True, provider=Provider.STRIPE)
-    if organization_id:
-        rows = rows.filter(organization_id=organization_id)
-    return list(rows.order_by("organization_id").values_list("organization_id", flat=True))
 
 
 def open_payments_due(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -15,7 +14,6 @@ from django.utils import timezone
 from maintenance.models import AuditTrail
 from maintenance.services import record_audit
 from payments.crypto import encrypt, rotate
-from payments.gateway import CircuitOpen, GatewayError, TenantGateway, gateway_for
 from payments.models import (
     OPEN_STATUSES,
     Payment,
@@ -25,6 +23,7 @@ from payments.models import (
 )
 from payments.selectors import OpenPayment
 from payments.sql import update_from_values
+from payments.tenant_calls import ERROR, OK, SKIPPED, TenantCalls, TenantRunResult
 from subscriptions.services import mark_subscriptions_past_due, renew_paid_subscriptions
 
 CONFIG_OBJECT_TYPE = "payments.paymentproviderconfig"
@@ -102,7 +101,6 @@ def reencrypt_secrets() -> int:
 
 # --- reconciliation -------------------------------------------------------------------
 
-T = TypeVar("T")
 PAYMENT_OBJECT_TYPE = "payments.payment"
 OPEN = "open"  # checked, still waiting on the customer or Stripe: no transition
 PER_TENANT_IN_SUMMARY = 50
@@ -136,35 +134,16 @@ class Checked:
 
 
 @dataclass
-class ReconcileResult:
+class ReconcileResult(TenantRunResult):
     checked: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    errors: int = 0
-    skipped: int = 0
     subscriptions_renewed: int = 0
     subscriptions_past_due: int = 0
     subscriptions_left_alone: int = 0
-    audit_records: int = 0
-    tenants: int = 0
-    per_tenant: dict[int, dict[str, int]] = field(default_factory=dict)
-    tenant_failures: dict[int, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=lambda: {"stripe": 0.0, "write_back": 0.0})
 
 
-def interleave_by_tenant(items: list[T]) -> list[T]:
-    """Round-robin over tenants (items with `organization_id`), so concurrent
-    calls spread over every tenant's rate limit instead of queueing on one."""
-    by_tenant: dict[int, list[T]] = {}
-    for item in items:
-        by_tenant.setdefault(item.organization_id, []).append(item)  # type: ignore[attr-defined]
-    queues = list(by_tenant.values())
-    out: list[T] = []
-    for i in range(max((len(q) for q in queues), default=0)):
-        out.extend(q[i] for q in queues if i < len(q))
-    return out
-
-
-class PaymentReconciler:
+class PaymentReconciler(TenantCalls):
     """Checks open payments against their PaymentIntents and writes the outcomes back.
 
     Stripe reads run on a thread pool (`concurrency`), each under its
@@ -174,6 +153,10 @@ class PaymentReconciler:
     write is guarded by the payment still being open, so a second run, or an
     overlapping one, transitions nothing twice.
     """
+
+    item_kind = "payment"
+    not_done = "payment(s) not checked"
+    thread_name_prefix = "reconcile"
 
     def __init__(
         self,
@@ -185,64 +168,32 @@ class PaymentReconciler:
         concurrency: int = 8,
         on_item_failure: Callable[[str, str], None] | None = None,
     ) -> None:
+        super().__init__(concurrency=concurrency, on_item_failure=on_item_failure)
         self.now = now
         self.actor = actor
         self.job_run_id = job_run_id
         self.dry_run = dry_run
-        self.concurrency = max(1, concurrency)
-        self.on_item_failure = on_item_failure or (lambda key, error: None)
         self.result = ReconcileResult()
-        self._gateways: dict[int, TenantGateway | None] = {}
-        self._tenant_keys: dict[int, str] = {}
-        self._broken: dict[int, str] = {}
-        self._skipped_by_tenant: dict[int, int] = {}
-        # One pool for the whole run: its threads keep their HTTP connections
-        # from batch to batch (a pool per batch would reconnect every time).
-        self._pool: ThreadPoolExecutor | None = None
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+    def run_batch(self, batch: list[OpenPayment]) -> None:
+        self.apply(self.check(batch))
 
     # --- Stripe ---------------------------------------------------------------
 
-    def _prepare_gateways(self, organization_ids: set[int]) -> None:
-        from subscriptions.models import Organization
-
-        new = organization_ids - set(self._gateways)
-        self._tenant_keys.update(Organization.objects.filter(id__in=new).values_list("id", "key"))
-        for org_id in sorted(new):
-            try:
-                self._gateways[org_id] = gateway_for(org_id)
-            except GatewayError as exc:
-                self._gateways[org_id] = None
-                self._broken[org_id] = str(exc)
-
     def _check(self, payment: OpenPayment) -> Checked:
-        org = payment.organization_id
-        gateway = self._gateways.get(org)
-        if org in self._broken or gateway is None:
-            return Checked(payment, "skipped", self._broken.get(org, "no Stripe gateway"))
-        try:
-            intent = gateway.retrieve_payment_intent(payment.provider_reference)
-        except CircuitOpen as exc:
-            self._broken.setdefault(org, str(exc))
-            return Checked(payment, "skipped", str(exc))
-        except GatewayError as exc:
-            return Checked(payment, "error", str(exc))
-        outcome, reason = classify_intent(intent)
+        kind, value = self._call(
+            payment.organization_id,
+            lambda gateway: gateway.retrieve_payment_intent(payment.provider_reference),
+        )
+        if kind != OK:
+            return Checked(payment, kind, value)
+        outcome, reason = classify_intent(value)
         return Checked(payment, outcome, reason)
 
     def check(self, payments: list[OpenPayment]) -> list[Checked]:
-        self._prepare_gateways({p.organization_id for p in payments})
+        self._prepare({p.organization_id for p in payments})
         started = time.perf_counter()
-        if self.concurrency == 1 or len(payments) <= 1:
-            checked = [self._check(p) for p in payments]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="reconcile")
-            checked = list(self._pool.map(self._check, payments))
+        checked = self._map(self._check, payments)
         self.result.seconds["stripe"] += time.perf_counter() - started
         return checked
 
@@ -252,16 +203,10 @@ class PaymentReconciler:
         r = self.result
         seen: list[Checked] = []
         for c in checked:
-            org = c.payment.organization_id
-            tenant = r.per_tenant.setdefault(org, {})
-            tenant[c.outcome] = tenant.get(c.outcome, 0) + 1
-            if c.outcome == "skipped":
-                r.skipped += 1
-                self._skipped_by_tenant[org] = self._skipped_by_tenant.get(org, 0) + 1
-            elif c.outcome == "error":
-                r.errors += 1
-                self.on_item_failure(f"payment:{c.payment.id}", c.reason)
-            else:
+            r.count(c.payment.organization_id, c.outcome)
+            if c.outcome == ERROR:
+                self._item_failed(c.payment.id, c.reason)
+            elif c.outcome != SKIPPED:
                 r.checked += 1
                 r.outcomes[c.outcome] = r.outcomes.get(c.outcome, 0) + 1
                 seen.append(c)
@@ -346,17 +291,3 @@ class PaymentReconciler:
             self.result.subscriptions_past_due += overdue.changed
             self.result.subscriptions_left_alone += overdue.skipped
             self.result.audit_records += overdue.audit_records
-
-    def finish(self) -> None:
-        """Record one failure per tenant whose gateway failed or whose breaker opened."""
-        self.result.tenants = len(self._gateways)
-        for org, message in sorted(self._broken.items()):
-            skipped = self._skipped_by_tenant.get(org, 0)
-            self.result.tenant_failures[org] = message
-            self.on_item_failure(
-                f"tenant:{self._tenant_keys.get(org, org)}",
-                f"{message}; {skipped} payment(s) not checked",
-            )
-
-    def tenant_key(self, organization_id: int) -> str:
-        return self._tenant_keys.get(organization_id, str(organization_id))

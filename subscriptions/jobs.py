@@ -11,8 +11,12 @@ from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
 from maintenance.services import job_actor
-from subscriptions.models import Organization
-from subscriptions.services import ExpiryGuardTripped, expire_subscriptions, plan_expiry
+from subscriptions.services import (
+    PER_TENANT_IN_SUMMARY,
+    ExpiryGuardTripped,
+    expire_subscriptions,
+    plan_expiry,
+)
 
 
 @job("subscriptions.expire", schedule="0 * * * *", queue="critical", timeout=1800)
@@ -147,7 +151,7 @@ def sync_renewals(
     """
     from django.utils import timezone
 
-    from payments.services import interleave_by_tenant
+    from payments.tenant_calls import run_batches
     from subscriptions.services import RenewalSync, subscriptions_to_sync
 
     days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if days_before is None else days_before
@@ -167,24 +171,7 @@ def sync_renewals(
         concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
         on_item_failure=ctx.item_failed,
     )
-    if ctx.only_items is not None:
-        keys = dict(Organization.objects.values_list("id", "key"))
-        todo = [
-            s
-            for s in todo
-            if ctx.should_process(f"subscription:{s.id}")
-            or ctx.should_process(f"tenant:{keys.get(s.organization_id)}")
-        ]
-    todo = interleave_by_tenant(todo)
-    ctx.progress(0, len(todo))
-    try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            sync.run_batch(batch)
-            ctx.progress(start + len(batch), len(todo))
-    finally:
-        sync.close()
-    sync.finish()
+    run_batches(ctx, sync, todo, batch_size=batch_size)
     r = sync.result
     ctx.count(processed=r.fetched + r.errors, succeeded=r.fetched, skipped=r.skipped)
     summary: dict[str, Any] = {
@@ -202,15 +189,11 @@ def sync_renewals(
         ("would_send_cancellations" if ctx.dry_run else "cancellations_sent"): (
             r.cancellations_pending if ctx.dry_run else r.cancellations_sent
         ),
-        "tenants_failed": {
-            sync.tenant_keys.get(o, str(o)): m for o, m in r.tenant_failures.items()
-        },
+        "tenants_failed": sync.by_tenant_key(r.tenant_failures),
     }
     if not ctx.dry_run:
         summary["cancellations_not_sent"] = r.cancellations_pending
         summary["audit_records"] = r.audit_records
-    if len(r.per_tenant) <= 50:
-        summary["per_tenant"] = {
-            sync.tenant_keys.get(o, str(o)): counts for o, counts in sorted(r.per_tenant.items())
-        }
+    if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
+        summary["per_tenant"] = sync.by_tenant_key(r.per_tenant)
     return summary

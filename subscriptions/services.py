@@ -10,8 +10,8 @@ Python per subscription.
 from __future__ import annotations
 
 import json
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from maintenance.models import AuditTrail
 from maintenance.services import BULK_COLUMNS, audit_table
 from notifications.services import (
     EmailDraft,
@@ -29,6 +30,8 @@ from notifications.services import (
     queue_from_query,
     render_sql,
 )
+from payments.sql import update_from_values
+from payments.tenant_calls import ERROR, OK, SKIPPED, TenantCalls, TenantRunResult
 from subscriptions.models import (
     RUNNING_STATUSES,
     Organization,
@@ -36,8 +39,6 @@ from subscriptions.models import (
     SubscriptionStatus,
 )
 from subscriptions.selectors import TenantExpiryCounts, expiry_counts
-
-logger = logging.getLogger(__name__)
 
 EXPIRED = SubscriptionStatus.EXPIRED.value
 SUSPENDED = SubscriptionStatus.SUSPENDED.value
@@ -576,7 +577,6 @@ def queue_renewal_reminders(
     Bodies are rendered from `templates/emails/` once, with the per-row values
     filled in by the database, so 100,000 reminders cost about one INSERT.
     """
-    from notifications.services import EmailTemplate, queue_from_query, render_sql
     from subscriptions.models import OrganizationStatus, Plan
 
     sub = connection.ops.quote_name(Subscription._meta.db_table)
@@ -674,8 +674,6 @@ def _audit_groups(
     now: datetime,
 ) -> int:
     """One audit row per organization and old status, listing the subscriptions."""
-    from maintenance.models import AuditTrail
-
     if not groups:
         return 0
     keys = dict(
@@ -715,8 +713,6 @@ def renew_paid_subscriptions(
     statements: one read, one UPDATE ... FROM of every row's new period, guarded
     by the status read, so a concurrent change is never overwritten.
     """
-    from payments.sql import update_from_values
-
     days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if renewal_days is None else renewal_days
     horizon = now + timedelta(days=days)
     result = PaymentOutcomeResult()
@@ -986,8 +982,6 @@ def write_sync(
     """One UPDATE ... FROM for the batch, guarded by the values read (a row
     changed meanwhile is left for the next run), and bulk audit rows for the
     rows whose status, period or renewal changed."""
-    from payments.sql import update_from_values
-
     rows = [
         (
             d.local.id,
@@ -1056,8 +1050,6 @@ def write_sync(
                 groups.setdefault(key, []).append(d.local.id)
         result.changed = sum(len(ids) for ids in groups.values())
         if groups:
-            from maintenance.models import AuditTrail
-
             keys = dict(
                 Organization.objects.filter(id__in={g[0] for g in groups}).values_list("id", "key")
             )
@@ -1082,7 +1074,6 @@ def write_sync(
 
 def mark_sync_errors(*, errors: dict[int, str], now: datetime) -> int:
     """Record on each row why it could not be synced."""
-    from payments.sql import update_from_values
     from subscriptions.models import ReconciliationStatus
 
     return len(
@@ -1101,21 +1092,16 @@ def mark_sync_errors(*, errors: dict[int, str], now: datetime) -> int:
 
 
 @dataclass
-class RenewalSyncResult:
+class RenewalSyncResult(TenantRunResult):
     selected: int = 0
     fetched: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     changed: int = 0
     cancellations_sent: int = 0
     cancellations_pending: int = 0
-    errors: int = 0
-    skipped: int = 0
-    audit_records: int = 0
-    tenant_failures: dict[int, str] = field(default_factory=dict)
-    per_tenant: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
-class RenewalSync:
+class RenewalSync(TenantCalls):
     """Brings Stripe's view of renewing subscriptions into their local rows, batch
     by batch: Stripe reads on a thread pool (per-tenant limiter and breaker in
     the gateway), decisions in Python, one guarded UPDATE per batch.
@@ -1124,6 +1110,10 @@ class RenewalSync:
     `push_cancellations` is off or it is a dry run) with a deterministic
     idempotency key, so a rerun after a crash never sends it twice.
     """
+
+    item_kind = "subscription"
+    not_done = "subscription(s) not synced"
+    thread_name_prefix = "sync"
 
     def __init__(
         self,
@@ -1134,108 +1124,59 @@ class RenewalSync:
         dry_run: bool = False,
         push_cancellations: bool = True,
         concurrency: int = 4,
-        on_item_failure: Any = None,
+        on_item_failure: Callable[[str, str], None] | None = None,
     ) -> None:
+        super().__init__(concurrency=concurrency, on_item_failure=on_item_failure)
         self.now = now
         self.actor = actor
         self.job_run_id = job_run_id
         self.dry_run = dry_run
         self.push_cancellations = push_cancellations
-        self.concurrency = max(1, concurrency)
-        self.on_item_failure = on_item_failure or (lambda key, error: None)
         self.result = RenewalSyncResult()
-        self.tenant_keys: dict[int, str] = {}
-        self._gateways: dict[int, Any] = {}
-        self._broken: dict[int, str] = {}
-        self._skipped_by_tenant: dict[int, int] = {}
-        self._pool: Any = None  # one thread pool per run, its connections kept
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def _prepare(self, organization_ids: set[int]) -> None:
-        from payments.gateway import GatewayError, gateway_for
-
-        new = organization_ids - set(self._gateways)
-        self.tenant_keys.update(Organization.objects.filter(id__in=new).values_list("id", "key"))
-        for org_id in sorted(new):
-            try:
-                self._gateways[org_id] = gateway_for(org_id)
-            except GatewayError as exc:
-                self._gateways[org_id] = None
-                self._broken[org_id] = str(exc)
 
     def _fetch(self, local: LocalSubscription) -> tuple[str, Any]:
-        from payments.gateway import CircuitOpen, GatewayError
-
-        org = local.organization_id
-        gateway = self._gateways.get(org)
-        if org in self._broken or gateway is None:
-            return "skipped", self._broken.get(org, "no Stripe gateway")
-        try:
-            return "ok", remote_subscription(
+        return self._call(
+            local.organization_id,
+            lambda gateway: remote_subscription(
                 gateway.retrieve_subscription(local.stripe_subscription_id)
-            )
-        except CircuitOpen as exc:
-            self._broken.setdefault(org, str(exc))
-            return "skipped", str(exc)
-        except GatewayError as exc:
-            return "error", str(exc)
+            ),
+        )
 
     def _push(self, decision: SyncDecision) -> str:
         """Send a local cancellation; returns an error message, or "" when sent."""
-        from payments.gateway import CircuitOpen, GatewayError
-
         local = decision.local
         org = local.organization_id
-        if org in self._broken:
-            return self._broken[org]
         period_end = local.current_period_end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            self._gateways[org].set_cancel_at_period_end(
+        kind, value = self._call(
+            org,
+            lambda gateway: gateway.set_cancel_at_period_end(
                 local.stripe_subscription_id,
                 cancel=True,
                 idempotency_key=f"org:{org}:renewal:{local.id}:{period_end}",
-            )
-        except CircuitOpen as exc:
-            self._broken.setdefault(org, str(exc))
-            return str(exc)
-        except GatewayError as exc:
-            return str(exc)
-        return ""
+            ),
+        )
+        return "" if kind == OK else value
 
     def _tally(self, org: int, outcome: str) -> None:
-        tenant = self.result.per_tenant.setdefault(org, {})
-        tenant[outcome] = tenant.get(outcome, 0) + 1
-        if outcome != "skipped":
+        self.result.count(org, outcome)
+        if outcome != SKIPPED:
             self.result.outcomes[outcome] = self.result.outcomes.get(outcome, 0) + 1
 
     def run_batch(self, batch: list[LocalSubscription]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         from subscriptions.models import ReconciliationStatus as R
 
         r = self.result
         r.selected += len(batch)
         self._prepare({s.organization_id for s in batch})
-        if self.concurrency == 1 or len(batch) <= 1:
-            fetched = [self._fetch(s) for s in batch]
-        else:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync")
-            fetched = list(self._pool.map(self._fetch, batch))
+        fetched = self._map(self._fetch, batch)
         decisions: list[SyncDecision] = []
         errors: dict[int, str] = {}
         for local, (kind, value) in zip(batch, fetched, strict=True):
             org = local.organization_id
-            if kind == "skipped":
-                r.skipped += 1
-                self._skipped_by_tenant[org] = self._skipped_by_tenant.get(org, 0) + 1
-                self._tally(org, "skipped")
+            if kind == SKIPPED:
+                self._tally(org, SKIPPED)
                 continue
-            if kind == "error":
+            if kind == ERROR:
                 errors[local.id] = value
                 continue
             r.fetched += 1
@@ -1256,12 +1197,10 @@ class RenewalSync:
                 r.cancellations_pending += 1
             decisions.append(decision)
             self._tally(org, str(decision.reconciliation_status).lower())
-        for sub_id, message in errors.items():
-            r.errors += 1
-            self.on_item_failure(f"subscription:{sub_id}", message)
         for local in batch:
             if local.id in errors:
-                self._tally(local.organization_id, "error")
+                self._item_failed(local.id, errors[local.id])
+                self._tally(local.organization_id, ERROR)
         if self.dry_run:
             r.changed += sum(1 for d in decisions if d.changed_fields)
             return
@@ -1272,12 +1211,3 @@ class RenewalSync:
         )
         r.changed += written.changed
         r.audit_records += written.audit_records
-
-    def finish(self) -> None:
-        for org, message in sorted(self._broken.items()):
-            skipped = self._skipped_by_tenant.get(org, 0)
-            self.result.tenant_failures[org] = message
-            self.on_item_failure(
-                f"tenant:{self.tenant_keys.get(org, org)}",
-                f"{message}; {skipped} subscription(s) not synced",
-            )
