@@ -18,15 +18,19 @@ from django.utils import timezone
 from billing.demo import seed_usage_demo
 from subscriptions.models import Organization, Plan, Subscription, SubscriptionStatus
 
+# An organization is invoiced in one currency, so each buys plans in its own.
 ORGANIZATIONS = [
-    ("org_acme", "Acme Corp", "billing@acme.example"),
-    ("org_globex", "Globex", "accounts@globex.example"),
-    ("org_initech", "Initech", "finance@initech.example"),
+    ("org_acme", "Acme Corp", "billing@acme.example", "EUR"),
+    ("org_globex", "Globex", "accounts@globex.example", "EUR"),
+    ("org_initech", "Initech", "finance@initech.example", "USD"),
 ]
 PLANS = [
     ("Starter", 900, "EUR", "month"),
     ("Pro", 2900, "EUR", "month"),
-    ("Enterprise", 99000, "USD", "year"),
+    ("Enterprise", 99000, "EUR", "year"),
+    ("Starter", 1000, "USD", "month"),
+    ("Pro", 3200, "USD", "month"),
+    ("Enterprise", 109000, "USD", "year"),
 ]
 
 S = SubscriptionStatus
@@ -67,7 +71,7 @@ class Command(BaseCommand):
                 plans.append(plan)
                 if new:
                     created.append(f"plan {plan}")
-            for key, name, email in ORGANIZATIONS:
+            for key, name, email, currency in ORGANIZATIONS:
                 org, new = Organization.objects.get_or_create(
                     key=key, defaults={"name": name, "billing_email": email}
                 )
@@ -75,13 +79,14 @@ class Command(BaseCommand):
                     created.append(f"organization {org}")
                 if org.subscriptions.exists():
                     continue
+                offered = [plan for plan in plans if plan.currency == currency]
                 subs = [
-                    self._subscription(org, plans[i % len(plans)], row, now)
+                    self._subscription(org, offered[i % len(offered)], row, now)
                     for i, row in enumerate(LAYOUT)
                 ]
                 Subscription.objects.bulk_create(subs)
                 created.append(f"{len(subs)} subscriptions for {key} (every status)")
-            created += seed_usage_demo(organization_keys=[key for key, _, _ in ORGANIZATIONS])
+            created += seed_usage_demo(organization_keys=[key for key, *_ in ORGANIZATIONS])
         if created:
             for line in created:
                 self.stdout.write(f"created {line}")
