@@ -148,10 +148,16 @@ JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
 # also does every this many seconds, so schedules finer than 30 s (6-field cron
 # with seconds) fire at every slot and minute schedules start on time.
 JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=0)
+# A fanned-out chunk whose worker died is claimed again after this (renewed
+# while its worker lives), so it bounds how long a crash delays the run.
+JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)
 
 # --- Business settings ----------------------------------------------------------
 SUBSCRIPTION_GRACE_PERIOD_DAYS = env.int("SUBSCRIPTION_GRACE_PERIOD_DAYS", default=7)
 EXPIRY_SAFETY_LIMIT_PERCENT = env.float("EXPIRY_SAFETY_LIMIT_PERCENT", default=20.0)
+# A tenant that would lose fewer subscriptions than this never trips the guard:
+# for a tenant of 3, one ordinary expiry is already 33%.
+EXPIRY_SAFETY_MIN_EXPIRING = env.int("EXPIRY_SAFETY_MIN_EXPIRING", default=5)
 
 # --- Auth, i18n, static ----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 300
+DEFAULT_LEASE_SECONDS = 300  # a chunk context's own default; fan_out reads the setting
 MAX_CHUNK_ATTEMPTS = 3
 POLL_SECONDS = 0.25
 LIST_MERGE_LIMIT = 100  # list values in merged summaries keep at most this many entries
@@ -166,7 +167,7 @@ def fan_out(
     *,
     items: Sequence[Any],
     chunk_size: int,
-    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    lease_seconds: int | None = None,
     wait_timeout: float | None = None,
     enqueue: bool = True,
 ) -> FanOutResult:
@@ -177,8 +178,11 @@ def fan_out(
     `enqueue=False` hands no task to the cluster: this process does every
     chunk (what a dry run always does). Raises FanOutTimeout when chunks held
     by other workers are unfinished after `wait_timeout` seconds (default: the
-    job's timeout).
+    job's timeout). A chunk whose worker died is claimed again once its lease
+    (`lease_seconds`, default JOBS_CHUNK_LEASE_SECONDS) runs out.
     """
+    if lease_seconds is None:
+        lease_seconds = settings.JOBS_CHUNK_LEASE_SECONDS
     func = import_string(target)
     parts = split(items, chunk_size)
     if ctx.dry_run:

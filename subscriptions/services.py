@@ -94,8 +94,14 @@ def grace_cutoff(*, slot: datetime, grace_days: int) -> datetime:
 def guard_violations(
     counts: list[TenantExpiryCounts], *, limit_percent: float
 ) -> list[TenantExpiryCounts]:
+    """Tenants that would lose more than `limit_percent` of their running
+    subscriptions, counting only those losing at least EXPIRY_SAFETY_MIN_EXPIRING
+    (a percentage of a tiny tenant says nothing about a runaway expiry)."""
+    least = max(1, settings.EXPIRY_SAFETY_MIN_EXPIRING)
     return [
-        t for t in counts if t.would_expire and t.would_expire * 100 > limit_percent * t.running
+        t
+        for t in counts
+        if t.would_expire >= least and t.would_expire * 100 > limit_percent * t.running
     ]
 
 
@@ -136,6 +142,7 @@ def _guard_summary(
 ) -> dict[str, Any]:
     return {
         "limit_percent": limit,
+        "min_expiring": settings.EXPIRY_SAFETY_MIN_EXPIRING,
         "checked": checked,
         "forced": forced,
         "tenants_over_limit": [

@@ -101,6 +101,20 @@ def test_one_task_per_chunk_is_enqueued_and_surplus_tasks_find_nothing_left(
     assert run.processed == 19
 
 
+def test_chunk_tasks_hold_their_chunks_for_the_configured_lease(
+    fanned_job, settings, django_capture_on_commit_callbacks
+):
+    from django_q.signing import SignedPackage
+
+    settings.JOBS_CHUNK_LEASE_SECONDS = 77
+    with django_capture_on_commit_callbacks(execute=True):
+        run_job(fanned_job(), slot=SLOT)
+
+    broker = get_broker()
+    tasks = [SignedPackage.loads(payload) for _, payload in broker.dequeue() or []]
+    assert tasks and {task["args"][2] for task in tasks} == {77}
+
+
 def running_run_with_chunks(*parts, job="tests.fanned"):
     run = JobRunFactory(job=job, status=RunStatus.RUNNING, finished_at=None)
     JobChunk.objects.bulk_create(

@@ -205,6 +205,7 @@ def test_one_digest_per_organization_and_kind(no_guard):
 
 def test_expire_guard_aborts_and_changes_nothing(settings):
     settings.EXPIRY_SAFETY_LIMIT_PERCENT = 20
+    settings.EXPIRY_SAFETY_MIN_EXPIRING = 3
     risky = OrganizationFactory(key="org_risky")
     due = [ending(-timedelta(hours=1), organization=risky) for _ in range(3)]
     fine = [ending(timedelta(days=3), organization=risky) for _ in range(7)]  # 3 of 10: 30%
@@ -230,8 +231,23 @@ def test_expire_guard_aborts_and_changes_nothing(settings):
     assert not OutboundEmail.objects.exists()
 
 
+def test_a_tenant_losing_fewer_than_the_minimum_never_trips_the_guard(settings):
+    settings.EXPIRY_SAFETY_LIMIT_PERCENT = 20
+    settings.EXPIRY_SAFETY_MIN_EXPIRING = 3
+    tiny = OrganizationFactory(key="org_tiny")
+    due = [ending(-timedelta(hours=1), organization=tiny) for _ in range(2)]  # 2 of 3: 67%
+    ending(timedelta(days=3), organization=tiny)
+
+    run = expire()
+
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert statuses(*due) == [S.EXPIRED, S.EXPIRED]
+    assert run.summary["guard"]["min_expiring"] == 3
+
+
 def test_force_bypasses_guard(settings):
     settings.EXPIRY_SAFETY_LIMIT_PERCENT = 20
+    settings.EXPIRY_SAFETY_MIN_EXPIRING = 1
     sub = ending(-timedelta(hours=1))  # 1 of 1: 100%
 
     run = expire(params={"force": "true"})
@@ -253,6 +269,7 @@ def test_suspensions_alone_never_trip_the_guard(settings):
 
 def test_dry_run_reports_counts_and_writes_nothing(settings):
     settings.EXPIRY_SAFETY_LIMIT_PERCENT = 20
+    settings.EXPIRY_SAFETY_MIN_EXPIRING = 1
     org = OrganizationFactory(key="org_dry")
     due = [ending(-timedelta(hours=1), organization=org) for _ in range(2)]
     ending(timedelta(days=1), organization=org)
