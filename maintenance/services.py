@@ -1,13 +1,16 @@
 """Writes to the audit trail.
 
-Single changes call `record_audit`; jobs that change many rows write their
-audit rows in the same SQL statement as the change (see
-`subscriptions.services`), using `audit_table()` and the column list here.
+Single changes call `record_audit`. Jobs that change many rows write bulk
+records, one per tenant and identical before/after, listing every object
+changed: `record_bulk_audit` from Python, or in the same SQL statement as the
+change (see `subscriptions.services`) with `audit_table()` and the column
+list here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,3 +66,41 @@ def record_audit(
         job_run_id=job_run_id,
         request_id=request_id,
     )
+
+
+@dataclass(frozen=True)
+class BulkChange:
+    """The same change (`changes`, e.g. {"status": [old, new]}) to many objects of one tenant."""
+
+    tenant: str
+    action: str
+    object_type: str
+    object_ids: Sequence[Any]
+    changes: Mapping[str, Any]
+
+
+def record_bulk_audit(
+    changes: Iterable[BulkChange],
+    *,
+    actor: str,
+    job_run_id: int | None = None,
+    at: datetime | None = None,
+) -> int:
+    """One bulk record per change, all in one INSERT; returns how many.
+    `maintenance.selectors.audit_of_object` finds an object in them."""
+    at = at or timezone.now()
+    records = [
+        AuditTrail(
+            at=at,
+            actor=actor,
+            tenant=change.tenant,
+            action=change.action,
+            object_type=change.object_type,
+            object_ids=sorted(change.object_ids),
+            changes=dict(change.changes),
+            job_run_id=job_run_id,
+        )
+        for change in changes
+    ]
+    AuditTrail.objects.bulk_create(records)
+    return len(records)

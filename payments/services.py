@@ -11,8 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from maintenance.models import AuditTrail
-from maintenance.services import record_audit
+from maintenance.services import BulkChange, record_audit, record_bulk_audit
 from payments.crypto import encrypt, rotate
 from payments.models import (
     OPEN_STATUSES,
@@ -261,22 +260,21 @@ class PaymentReconciler(TenantCalls):
                 paid.append(p.subscription_id)
             elif p.subscription_id and c.outcome == PaymentStatus.FAILED:
                 unpaid.append(p.subscription_id)
-        AuditTrail.objects.bulk_create(
-            [
-                AuditTrail(
-                    at=self.now,
-                    actor=self.actor,
+        self.result.audit_records += record_bulk_audit(
+            (
+                BulkChange(
                     tenant=self._tenant_keys.get(org, ""),
                     action=f"payment.{new}",
                     object_type=PAYMENT_OBJECT_TYPE,
-                    object_ids=sorted(ids),
+                    object_ids=ids,
                     changes={"status": [old, new]},
-                    job_run_id=self.job_run_id,
                 )
                 for (org, old, new), ids in sorted(transitions.items())
-            ]
+            ),
+            actor=self.actor,
+            job_run_id=self.job_run_id,
+            at=self.now,
         )
-        self.result.audit_records += len(transitions)
         if paid:
             renewed = renew_paid_subscriptions(
                 subscription_ids=paid, now=self.now, actor=self.actor, job_run_id=self.job_run_id

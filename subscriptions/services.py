@@ -20,8 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from maintenance.models import AuditTrail
-from maintenance.services import BULK_COLUMNS, audit_table
+from maintenance.services import BULK_COLUMNS, BulkChange, audit_table, record_bulk_audit
 from notifications.services import (
     EmailDraft,
     EmailTemplate,
@@ -686,22 +685,21 @@ def _audit_groups(
     keys = dict(
         Organization.objects.filter(id__in={org for org, _ in groups}).values_list("id", "key")
     )
-    AuditTrail.objects.bulk_create(
-        [
-            AuditTrail(
-                at=now,
-                actor=actor,
+    return record_bulk_audit(
+        (
+            BulkChange(
                 tenant=keys.get(org, ""),
                 action=action,
                 object_type=OBJECT_TYPE,
-                object_ids=sorted(ids),
+                object_ids=ids,
                 changes={"status": [old, new_status], **extra},
-                job_run_id=job_run_id,
             )
             for (org, old), ids in sorted(groups.items())
-        ]
+        ),
+        actor=actor,
+        job_run_id=job_run_id,
+        at=now,
     )
-    return len(groups)
 
 
 def renew_paid_subscriptions(
@@ -1060,22 +1058,21 @@ def write_sync(
             keys = dict(
                 Organization.objects.filter(id__in={g[0] for g in groups}).values_list("id", "key")
             )
-            AuditTrail.objects.bulk_create(
-                [
-                    AuditTrail(
-                        at=now,
-                        actor=actor,
+            result.audit_records = record_bulk_audit(
+                (
+                    BulkChange(
                         tenant=keys.get(org, ""),
                         action="subscription.stripe_synced",
                         object_type=OBJECT_TYPE,
-                        object_ids=sorted(ids),
+                        object_ids=ids,
                         changes={"status": [old, new], "fields": list(fields)},
-                        job_run_id=job_run_id,
                     )
                     for (org, old, new, fields), ids in sorted(groups.items())
-                ]
+                ),
+                actor=actor,
+                job_run_id=job_run_id,
+                at=now,
             )
-            result.audit_records = len(groups)
     return result
 
 
