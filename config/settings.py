@@ -308,10 +308,11 @@ ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=86_400)
 ANALYTICS_BACKFILL_MAX_DAYS = env.int("ANALYTICS_BACKFILL_MAX_DAYS", default=92)
 # Invoices
 # Feature flags of billing.generate_monthly_invoices' outside steps.
-INVOICE_ENABLE_S3 = env.bool("INVOICE_ENABLE_S3", default=False)
 INVOICE_ENABLE_STRIPE = env.bool("INVOICE_ENABLE_STRIPE", default=True)
 INVOICE_ENABLE_EMAIL = env.bool("INVOICE_ENABLE_EMAIL", default=True)
 INVOICE_S3_BUCKET = env("INVOICE_S3_BUCKET", default="")
+# Setting the bucket turns S3 on; the flag can turn it off again (or demand it).
+INVOICE_ENABLE_S3 = env.bool("INVOICE_ENABLE_S3", default=bool(INVOICE_S3_BUCKET))
 INVOICE_S3_REGION = env("INVOICE_S3_REGION", default="us-east-1")
 AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default=None)
 # Organizations per fanned-out chunk: one weasyprint document is rendered per

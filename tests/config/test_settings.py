@@ -63,3 +63,23 @@ def test_redis_url_switches_broker_and_cache(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["redis://127.0.0.1:6379/9", "None", "RedisCache"]
+
+
+def invoices_storage(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    code = SETUP + (
+        "from django.conf import settings; "
+        "print(settings.STORAGES['invoices']['BACKEND'].rsplit('.', 1)[-1])"
+    )
+    clean = {"INVOICE_S3_BUCKET": "", "INVOICE_ENABLE_S3": ""}
+    clean = {k: v for k, v in {**clean, **env}.items() if v}
+    return run_python(code, SECRET_KEY="x", DATABASE_URL=f"sqlite:///{tmp_path}/x.db", **clean)
+
+
+def test_invoice_pdfs_go_to_s3_when_a_bucket_is_set_unless_the_flag_says_no(tmp_path):
+    assert invoices_storage(tmp_path).stdout.strip() == "FileSystemStorage"
+    assert invoices_storage(tmp_path, INVOICE_S3_BUCKET="pdfs").stdout.strip() == "S3Storage"
+    local = invoices_storage(tmp_path, INVOICE_S3_BUCKET="pdfs", INVOICE_ENABLE_S3="false")
+    assert local.stdout.strip() == "FileSystemStorage"
+    refused = invoices_storage(tmp_path, INVOICE_ENABLE_S3="true")
+    assert refused.returncode != 0
+    assert "INVOICE_S3_BUCKET is not set" in refused.stderr
