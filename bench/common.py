@@ -53,8 +53,20 @@ def settle(*tables: str) -> None:
 
 def table_names() -> dict[str, str]:
     """The database tables the workloads seed and reset, by short name."""
+    from billing.models import (
+        BillableMetric,
+        DailyMetrics,
+        Invoice,
+        InvoiceLine,
+        InvoiceNumberSequence,
+        PlanMetricPrice,
+        UsageAggregate,
+        UsageEvent,
+    )
+    from jobs.models import JobChunk
     from maintenance.models import AuditTrail
-    from notifications.models import OutboundEmail
+    from notifications.models import EmailAttachment, OutboundEmail
+    from payments.models import Payment
     from subscriptions.models import Organization, Plan, Subscription
 
     return {
@@ -63,7 +75,27 @@ def table_names() -> dict[str, str]:
         "plan": Plan._meta.db_table,
         "audit": AuditTrail._meta.db_table,
         "outbox": OutboundEmail._meta.db_table,
+        "attachment": EmailAttachment._meta.db_table,
+        "payment": Payment._meta.db_table,
+        "metric": BillableMetric._meta.db_table,
+        "price": PlanMetricPrice._meta.db_table,
+        "event": UsageEvent._meta.db_table,
+        "agg": UsageAggregate._meta.db_table,
+        "daily": DailyMetrics._meta.db_table,
+        "invoice": Invoice._meta.db_table,
+        "line": InvoiceLine._meta.db_table,
+        "sequence": InvoiceNumberSequence._meta.db_table,
+        "chunk": JobChunk._meta.db_table,
     }
+
+
+def seed_usage_metrics(cursor: Any) -> None:
+    """One billable metric per aggregation type, as the usage workloads meter them."""
+    cursor.execute(
+        f"""INSERT INTO {table_names()["metric"]} (code, name, aggregation, unit) VALUES
+        ('api_calls', 'API calls', 'sum', 'call'), ('requests', 'Requests', 'count', ''),
+        ('storage_gb', 'Storage', 'max', 'GB'), ('active_users', 'Users', 'unique_count', '')"""
+    )
 
 
 def seed_organizations(cursor: Any, *, count: int, created_at: datetime) -> None:

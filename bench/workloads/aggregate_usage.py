@@ -25,7 +25,15 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, seed_organizations, settle, table_names, timed
+from bench.common import (
+    Result,
+    log,
+    seed_organizations,
+    seed_usage_metrics,
+    settle,
+    table_names,
+    timed,
+)
 
 EVENTS = int(os.environ.get("BENCH_USAGE_EVENTS", 5_000_000))
 OTHER_EVENTS = int(os.environ.get("BENCH_USAGE_OTHER_EVENTS", 500_000))
@@ -36,29 +44,14 @@ SLOT = HOUR + timedelta(hours=1)
 JOB = "billing.aggregate_usage"
 
 
-def tables() -> dict[str, str]:
-    from billing.models import BillableMetric, UsageAggregate, UsageEvent
-
-    return {
-        **table_names(),
-        "event": UsageEvent._meta.db_table,
-        "agg": UsageAggregate._meta.db_table,
-        "metric": BillableMetric._meta.db_table,
-    }
-
-
 def seed() -> None:
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
             f"TRUNCATE {t['event']}, {t['agg']}, {t['org']}, {t['metric']} RESTART IDENTITY CASCADE"
         )
         c.execute("DELETE FROM jobs_jobrun WHERE job = %s", [JOB])
-        c.execute(
-            f"""INSERT INTO {t["metric"]} (code, name, aggregation, unit) VALUES
-            ('api_calls', 'API calls', 'sum', 'call'), ('requests', 'Requests', 'count', ''),
-            ('storage_gb', 'Storage', 'max', 'GB'), ('active_users', 'Users', 'unique_count', '')"""
-        )
+        seed_usage_metrics(c)
         seed_organizations(c, count=ORGANIZATIONS, created_at=HOUR - timedelta(days=30))
         # Events arrive in time order, as a product reports them.
         c.execute(
@@ -90,8 +83,8 @@ def seed() -> None:
 
 def empty_aggregates() -> None:
     with connection.cursor() as c:
-        c.execute(f"TRUNCATE {tables()['agg']} RESTART IDENTITY")
-    settle(tables()["agg"])
+        c.execute(f"TRUNCATE {table_names()['agg']} RESTART IDENTITY")
+    settle(table_names()["agg"])
 
 
 RAW_SETTINGS = ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off")  # what the job sets
@@ -103,7 +96,7 @@ UPSERT = """ON CONFLICT (organization_id, metric, hour) DO UPDATE
 
 def raw_insert_select() -> int:
     """The same rows by hand, in one statement: per value, then per metric."""
-    t = tables()
+    t = table_names()
     with transaction.atomic(), connection.cursor() as c:
         for setting in RAW_SETTINGS:
             c.execute(setting)
@@ -129,7 +122,7 @@ def raw_insert_select() -> int:
 
 def sum_only() -> int:
     """The floor: sum and count per organization and metric, types ignored."""
-    t = tables()
+    t = table_names()
     with transaction.atomic(), connection.cursor() as c:
         for setting in RAW_SETTINGS:
             c.execute(setting)
@@ -159,13 +152,13 @@ def project_job(slot: datetime = SLOT) -> int:
 
 def totals() -> dict[tuple[int, str], tuple[int, int]]:
     with connection.cursor() as c:
-        c.execute(f"SELECT organization_id, metric, total, event_count FROM {tables()['agg']}")
+        c.execute(f"SELECT organization_id, metric, total, event_count FROM {table_names()['agg']}")
         return {(o, m): (t, n) for o, m, t, n in c.fetchall()}
 
 
 def check() -> None:
     """The job's rows: one per organization and metric, every event counted."""
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
             f"""SELECT count(*), sum(event_count),

@@ -22,7 +22,15 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db import connection, transaction
 
-from bench.common import Result, log, seed_organizations, settle, table_names, timed
+from bench.common import (
+    Result,
+    log,
+    seed_organizations,
+    seed_usage_metrics,
+    settle,
+    table_names,
+    timed,
+)
 
 ORGANIZATIONS = int(os.environ.get("BENCH_ORGANIZATIONS", 10_000))
 SUBSCRIPTIONS = int(os.environ.get("BENCH_ANALYTICS_SUBSCRIPTIONS", 500_000))
@@ -34,32 +42,15 @@ SLOT = START + timedelta(days=1, hours=1)
 JOB = "billing.aggregate_daily_analytics"
 
 
-def tables() -> dict[str, str]:
-    from billing.models import BillableMetric, DailyMetrics, UsageAggregate
-    from payments.models import Payment
-
-    return {
-        **table_names(),
-        "daily": DailyMetrics._meta.db_table,
-        "agg": UsageAggregate._meta.db_table,
-        "metric": BillableMetric._meta.db_table,
-        "payment": Payment._meta.db_table,
-    }
-
-
 def seed() -> None:
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
             f"TRUNCATE {t['daily']}, {t['agg']}, {t['payment']}, {t['sub']}, {t['org']}, "
             f"{t['plan']}, {t['metric']} RESTART IDENTITY CASCADE"
         )
         c.execute("DELETE FROM jobs_jobrun WHERE job = %s", [JOB])
-        c.execute(
-            f"""INSERT INTO {t["metric"]} (code, name, aggregation, unit) VALUES
-            ('api_calls', 'API calls', 'sum', 'call'), ('requests', 'Requests', 'count', ''),
-            ('storage_gb', 'Storage', 'max', 'GB'), ('active_users', 'Users', 'unique_count', '')"""
-        )
+        seed_usage_metrics(c)
         c.execute(
             f"""INSERT INTO {t["plan"]} (name, price_minor, currency, interval) VALUES
             ('Starter', 900, 'EUR', 'month'), ('Pro', 2900, 'EUR', 'month'),
@@ -113,12 +104,12 @@ def seed() -> None:
 
 def empty_daily() -> None:
     with connection.cursor() as c:
-        c.execute(f"TRUNCATE {tables()['daily']} RESTART IDENTITY")
-    settle(tables()["daily"])
+        c.execute(f"TRUNCATE {table_names()['daily']} RESTART IDENTITY")
+    settle(table_names()["daily"])
 
 
 def raw_sql() -> int:
-    t = tables()
+    t = table_names()
     with transaction.atomic(), connection.cursor() as c:
         c.execute(
             f"""INSERT INTO {t["daily"]} (organization_id, day, currency, revenue_minor,
@@ -204,7 +195,7 @@ def rows() -> dict[int, tuple]:
         c.execute(
             f"""SELECT organization_id, currency, revenue_minor, new_subscriptions,
                        churned_subscriptions, active_subscriptions, mrr_minor, usage::text
-                FROM {tables()["daily"]} WHERE day = %s""",
+                FROM {table_names()["daily"]} WHERE day = %s""",
             [DAY],
         )
         return {r[0]: r[1:] for r in c.fetchall()}

@@ -42,38 +42,13 @@ SLOT = datetime(2026, 2, 1, tzinfo=UTC)
 WORKER_START_TIMEOUT = 120
 
 
-def tables() -> dict[str, str]:
-    from billing.models import (
-        BillableMetric,
-        Invoice,
-        InvoiceLine,
-        InvoiceNumberSequence,
-        PlanMetricPrice,
-        UsageAggregate,
-    )
-    from jobs.models import JobChunk
-    from notifications.models import EmailAttachment
-
-    return {
-        **table_names(),
-        "invoice": Invoice._meta.db_table,
-        "line": InvoiceLine._meta.db_table,
-        "sequence": InvoiceNumberSequence._meta.db_table,
-        "metric": BillableMetric._meta.db_table,
-        "price": PlanMetricPrice._meta.db_table,
-        "usage": UsageAggregate._meta.db_table,
-        "attachment": EmailAttachment._meta.db_table,
-        "chunk": JobChunk._meta.db_table,
-    }
-
-
 def seed() -> None:
     """Every organization: one active monthly plan (3 plans, EUR and USD) and
     12 hourly aggregates of two priced metrics in January."""
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
-            f"TRUNCATE {t['usage']}, {t['price']}, {t['metric']}, {t['line']}, {t['invoice']}, "
+            f"TRUNCATE {t['agg']}, {t['price']}, {t['metric']}, {t['line']}, {t['invoice']}, "
             f"{t['sequence']}, {t['sub']}, {t['org']}, {t['plan']}, {t['attachment']}, "
             f"{t['outbox']}, {t['audit']}, {t['chunk']} RESTART IDENTITY CASCADE"
         )
@@ -94,7 +69,7 @@ def seed() -> None:
         )
         seed_organizations(c, count=ORGANIZATIONS, created_at=datetime(2025, 1, 1, tzinfo=UTC))
         c.execute(
-            f"""INSERT INTO {t["usage"]} (organization_id, metric, hour, total, event_count,
+            f"""INSERT INTO {t["agg"]} (organization_id, metric, hour, total, event_count,
                 updated_at)
             SELECT o.id, m.code, %(jan)s + (h * 61) * interval '1 hour',
                    1 + (o.id * 7 + h * 13) %% 500, 1, %(jan)s
@@ -122,11 +97,11 @@ def seed() -> None:
         ],
         batch_size=2000,
     )
-    settle(t["org"], t["sub"], t["usage"], t["price"])
+    settle(t["org"], t["sub"], t["agg"], t["price"])
 
 
 def reset_invoices(media: Path) -> None:
-    t = tables()
+    t = table_names()
     with connection.cursor() as c:
         c.execute(
             f"TRUNCATE {t['line']}, {t['invoice']}, {t['sequence']}, {t['attachment']}, "
