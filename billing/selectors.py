@@ -127,17 +127,20 @@ def daily_overview(*, organization_id: int, tenant: str, day: Any) -> dict[str, 
     return metrics_as_dict(row) if row else None
 
 
+# The figures of a day's overview, as cached and as read back (after "day").
+OVERVIEW_FIELDS = (
+    "currency",
+    "revenue_minor",
+    "new_subscriptions",
+    "churned_subscriptions",
+    "active_subscriptions",
+    "mrr_minor",
+    "usage",
+)
+
+
 def metrics_as_dict(row: DailyMetrics) -> dict[str, Any]:
-    return {
-        "day": row.day.isoformat(),
-        "currency": row.currency,
-        "revenue_minor": row.revenue_minor,
-        "new_subscriptions": row.new_subscriptions,
-        "churned_subscriptions": row.churned_subscriptions,
-        "active_subscriptions": row.active_subscriptions,
-        "mrr_minor": row.mrr_minor,
-        "usage": row.usage,
-    }
+    return {"day": row.day.isoformat(), **{f: getattr(row, f) for f in OVERVIEW_FIELDS}}
 
 
 def daily_series(*, organization_id: int, last_day: Any, days: int = 30) -> list[dict[str, Any]]:

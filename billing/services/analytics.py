@@ -35,7 +35,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import AggregationType, DailyMetrics, UsageAggregate
-from billing.selectors import daily_cache_key, metric_aggregations
+from billing.selectors import OVERVIEW_FIELDS, daily_cache_key, metric_aggregations
 from payments.models import Payment, PaymentStatus
 from subscriptions.models import Organization, OrganizationStatus, Plan, Subscription
 
@@ -219,15 +219,7 @@ def cache_day(*, day: date, organization_id: int | None = None) -> int:
     rows = DailyMetrics.objects.filter(day=day)
     if organization_id is not None:
         rows = rows.filter(organization_id=organization_id)
-    fields = (
-        "currency",
-        "revenue_minor",
-        "new_subscriptions",
-        "churned_subscriptions",
-        "active_subscriptions",
-        "mrr_minor",
-        "usage",
-    )
+    fields = OVERVIEW_FIELDS
     batch: dict[str, Any] = {}
     cached = 0
     for key, *values in rows.values_list("organization__key", *fields).iterator(
