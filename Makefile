@@ -9,7 +9,7 @@ PG_TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 RELIABILITY_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_reliability
 RELIABILITY_REDIS_URL ?= redis://127.0.0.1:6379/2
 
-.PHONY: run setup test test-pg reliability lint format bench clean
+.PHONY: run setup test test-pg test-dates reliability lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ test: $(VENV)/.dev
 # The same suite on PostgreSQL with the Redis broker (what .ci/run also does).
 test-pg: $(VENV)/.dev
 	DATABASE_URL=$(PG_TEST_DATABASE_URL) REDIS_URL=$(PG_TEST_REDIS_URL) $(PY) -m pytest
+
+# The suite again at three pinned moments (tests/clock.py): a 28-day
+# February's end, a 31-day month's end with the machine in another time zone,
+# and the night Europe/Berlin (the scheduler's zone here) moves to summer time.
+# Browser tests are left out: they reason about pages, not dates.
+DATES_PYTEST := $(PY) -m pytest -q -p no:cacheprovider -m "not browser"
+test-dates: $(VENV)/.dev
+	TEST_CLOCK=2027-02-28T23:30:00Z $(DATES_PYTEST)
+	TEST_CLOCK=2027-01-31T23:40:00Z TZ=America/New_York $(DATES_PYTEST)
+	TEST_CLOCK=2027-03-28T00:30:00Z SCHEDULER_TIMEZONE=Europe/Berlin $(DATES_PYTEST)
 
 # Reliability drills with real qcluster processes, on PostgreSQL and Redis
 # (local ones started here if they are down, as .ci/run does; a failed start is

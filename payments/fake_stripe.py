@@ -312,6 +312,12 @@ def main() -> None:
         help="stop when the process that started this one is gone (a killed test run)",
     )
     args = parser.parse_args()
+    if os.environ.get("TEST_CLOCK"):
+        # Started by a test run with a pinned clock: read the same day as the
+        # tests. Test-only code, so imported only then.
+        from tests.clock import pin_from_env
+
+        pin_from_env()
     app = build_app()
     if args.exit_with_parent:
         parent = os.getppid()

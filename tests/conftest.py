@@ -9,12 +9,26 @@ from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
 from jobs import registry
+from tests.clock import pin_from_env
 from tests.fixtures_moto import moto_server_url, moto_ses_url, ses  # noqa: F401
 from tests.fixtures_stripe import *  # noqa: F403
+
+PINNED_CLOCK = pytest.StashKey()
 
 
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+def pytest_configure(config):
+    moment = pin_from_env()
+    if moment is not None:
+        config.stash[PINNED_CLOCK] = moment
+
+
+def pytest_report_header(config):
+    moment = config.stash.get(PINNED_CLOCK, None)
+    return f"clock pinned by TEST_CLOCK to {moment.isoformat()}" if moment else None
 
 
 def pytest_collection_modifyitems(config, items):

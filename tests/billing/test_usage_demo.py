@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from io import StringIO
 
 import pytest
@@ -52,9 +53,12 @@ def test_seed_demo_twice_in_an_hour_adds_no_usage():
     assert UsageEvent.objects.count() == events
 
 
-def test_the_demo_organizations_get_their_last_month_invoiced(settings, tmp_path):
+def test_the_demo_organizations_get_their_last_month_invoiced(settings, tmp_path, time_machine):
     """What `make run` shows: seed_demo, then the monthly run bills every demo
     organization (each buys plans in one currency) with a stored PDF."""
+    # The demo's subscription periods are the 30 days around "now": mid-month,
+    # they overlap the month before.
+    time_machine.move_to(datetime(2026, 11, 16, 12, tzinfo=UTC), tick=True)
     settings.STORAGES = {
         **settings.STORAGES,
         "invoices": {

@@ -22,6 +22,12 @@ H10 = datetime(2026, 11, 1, 10, tzinfo=UTC)
 SLOT = H10 + timedelta(hours=1)  # the 11:00 slot aggregates 10:00-11:00
 
 
+@pytest.fixture(autouse=True)
+def clock(time_machine):
+    """Two days after these hours: over, and well inside the event retention."""
+    time_machine.move_to(H10 + timedelta(days=2), tick=True)
+
+
 @pytest.fixture
 def org():
     BillableMetric.objects.create(code="api_calls", name="API", aggregation=AggregationType.SUM)

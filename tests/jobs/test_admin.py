@@ -267,8 +267,9 @@ def test_cron_edit_rejects_an_invalid_expression_with_a_form_error(operator_clie
 
 
 def test_cron_edit_accepts_six_fields_seconds_first_and_stores_the_normalized_form(
-    operator_client, counted_job
+    operator_client, counted_job, settings
 ):
+    settings.SCHEDULER_TIMEZONE = "UTC"  # the hours below are UTC hours
     response = operator_client.post(schedule_change_url(counted_job), {"cron": "0 0 */6 * * *"})
 
     assert response.status_code == 302

@@ -35,6 +35,7 @@ def test_invalid_expressions_get_a_clear_error(expression, message):
         normalize_cron(expression)
 
 
+@override_settings(SCHEDULER_TIMEZONE="UTC")
 def test_six_field_every_six_hours_fires_at_the_right_times():
     runs = next_runs(
         normalize_cron("0 0 */6 * * *"), after=datetime(2026, 11, 1, 1, tzinfo=UTC), count=3

@@ -169,10 +169,11 @@ def test_a_period_already_advanced_here_is_kept_and_reported(stripe_org):
     sync(params={"days_before": 60})
 
     sub = fresh(sub)
-    # localstripe's period ends in a month, later than ours: synced. Make ours later:
+    # localstripe's period ends a calendar month on (28 to 31 days), later than
+    # ours: synced. Make ours a day later, still inside the 60-day window:
     assert sub.reconciliation_status == R.SYNCED
     Subscription.objects.filter(pk=sub.pk).update(
-        current_period_end=sub.current_period_end + timedelta(days=30)
+        current_period_end=sub.current_period_end + timedelta(days=1)
     )
     sync(params={"days_before": 60}, slot=timezone.now() + timedelta(seconds=1))
     sub = fresh(sub)
