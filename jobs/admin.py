@@ -17,8 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
-from django_q.models import Schedule, Task
+from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
 from jobs import admin_views
 from jobs.admin_readonly import ReadOnlyAdminMixin
@@ -119,6 +120,10 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # `manage.py sync_schedules` creates schedules from the registry
+
+    def has_change_permission(self, request: HttpRequest, obj: ScheduleState | None = None) -> bool:
+        """A cron edit is acting on the job, like pause and resume: `jobs.run_job`."""
+        return admin_views.can_act(request.user)
 
     def has_delete_permission(self, request: HttpRequest, obj: ScheduleState | None = None) -> bool:
         return False  # `sync_schedules --prune` removes them with their job
@@ -230,17 +235,27 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
             admin_views.resume_job(request, state.job)
 
 
-class DjangoQScheduleReadOnlyForJobs(DjangoQScheduleAdmin):
-    """django-q2's own Schedule admin, read-only for rows that belong to a job.
+class SuperuserWritesOnly:
+    """django-q2's own admins: staff read them; only a superuser changes or
+    deletes, and nobody adds (schedules come from the registry, tasks from code)."""
 
-    Its cron field takes croniter's order unchecked and knows nothing of pause;
-    job schedules are edited under "Job schedules" instead.
-    """
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
-        if obj is not None and ScheduleState.objects.filter(schedule=obj).exists():
-            return False
-        return super().has_change_permission(request, obj)
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+
+class LockedScheduleAdmin(SuperuserWritesOnly, DjangoQScheduleAdmin):
+    """Read-only: a Schedule row names the function the cluster calls, so none is
+    made or edited here. Job schedules are edited under "Job schedules"; a row
+    of a job is not deleted here either (`sync_schedules --prune` does that)."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        return [field.name for field in Schedule._meta.fields]
 
     def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
         if obj is not None and ScheduleState.objects.filter(schedule=obj).exists():
@@ -248,9 +263,47 @@ class DjangoQScheduleReadOnlyForJobs(DjangoQScheduleAdmin):
         return super().has_delete_permission(request, obj)
 
 
-if admin.site.is_registered(Schedule):
-    admin.site.unregister(Schedule)
-admin.site.register(Schedule, DjangoQScheduleReadOnlyForJobs)
+def _superuser_resubmit(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet):
+    return django_q_admin.resubmit_task(model_admin, request, queryset)
+
+
+_superuser_resubmit.short_description = django_q_admin.resubmit_task.short_description
+_superuser_resubmit.allowed_permissions = ("resubmit",)  # type: ignore[attr-defined]
+
+
+class LockedTaskAdminMixin(SuperuserWritesOnly):
+    """Task results: read-only, and "resubmit" (which enqueues the stored
+    function again) only for superusers; a job's run is rerun from its JobRun."""
+
+    actions = [_superuser_resubmit]
+
+    def has_resubmit_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
+
+
+class LockedSuccessAdmin(LockedTaskAdminMixin, django_q_admin.TaskAdmin):
+    pass
+
+
+class LockedFailureAdmin(LockedTaskAdminMixin, django_q_admin.FailAdmin):
+    pass
+
+
+class LockedQueueAdmin(SuperuserWritesOnly, django_q_admin.QueueAdmin):
+    """The ORM broker's queue: signed task packages, read-only."""
+
+    readonly_fields = django_q_admin.QueueAdmin.fields
+
+
+for _model, _admin_class in (
+    (Schedule, LockedScheduleAdmin),
+    (Success, LockedSuccessAdmin),
+    (Failure, LockedFailureAdmin),
+    (OrmQ, LockedQueueAdmin),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+        admin.site.register(_model, _admin_class)
 
 
 # --- Runs ------------------------------------------------------------------------

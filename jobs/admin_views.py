@@ -29,6 +29,7 @@ from jobs.panels import overview_panels
 from jobs.selectors import job_overview
 
 RUN_JOB_PERMISSION = "jobs.run_job"
+VIEW_PERMISSION = "jobs.view_jobrun"
 
 
 def can_act(user) -> bool:
@@ -119,7 +120,10 @@ def _schedule_url(job: str) -> str:
 
 
 def overview(request: HttpRequest) -> HttpResponse:
-    """Every job at a glance: healthy, failing, overdue, running."""
+    """Every job at a glance: healthy, failing, overdue, running. Needs
+    `jobs.view_jobrun` (or `jobs.run_job`): it shows every job's runs."""
+    if not (request.user.has_perm(VIEW_PERMISSION) or can_act(request.user)):
+        raise PermissionDenied("you need the jobs.view_jobrun permission")
     context = {
         **admin.site.each_context(request),
         "title": "Jobs overview",

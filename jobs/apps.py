@@ -6,6 +6,7 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
-        from jobs import checks, scheduler_tick  # noqa: F401 - registers the checks
+        from jobs import checks, scheduler_tick, task_guard  # noqa: F401 - registers the checks
 
         scheduler_tick.install()
+        task_guard.install()

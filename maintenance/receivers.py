@@ -33,6 +33,8 @@ def _changes(action: JobAction) -> dict[str, Any]:
         return {"paused": [True, False]}
     if action.action == "edit_cron":
         return {"cron": [detail.get("from"), detail.get("to")]}
+    if action.action == "refuse_schedule":
+        return {"refused_func": [None, detail.get("func")], "repeats": [None, 0]}
     return {
         "status": [None, "queued"],
         "job": [None, action.job],
