@@ -134,7 +134,11 @@ else:
     Q_CLUSTER["poll"] = 1
 
 # --- Jobs platform ---------------------------------------------------------
+# The bootstrap API key: every scope, no expiry. Per-client keys (admin > API
+# keys) are the ones to hand out; see jobs.api_keys.
 JOBS_API_TOKEN = env("JOBS_API_TOKEN", default="")
+# Requests per minute per API key (a key may set its own); 0: no limit.
+JOBS_API_RATE_LIMIT_PER_MINUTE = env.int("JOBS_API_RATE_LIMIT_PER_MINUTE", default=600)
 # Route queues to their own clusters, e.g. "critical=critical,low=low"; a
 # queue not listed runs on the default cluster.
 JOBS_QUEUE_CLUSTERS = env.dict("JOBS_QUEUE_CLUSTERS", default={})

@@ -5,6 +5,9 @@ import os
 os.environ["ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("JOBS_API_TOKEN", "test-api-token")
+# The suite sends many API requests a minute with one key; the rate-limit tests
+# set their own limits.
+os.environ.setdefault("JOBS_API_RATE_LIMIT_PER_MINUTE", "0")
 # Tests drive heartbeats by hand; a background thread would race them.
 os.environ.setdefault("JOBS_HEARTBEAT_SECONDS", "0")
 

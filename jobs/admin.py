@@ -12,10 +12,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
@@ -23,8 +25,17 @@ from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
 from jobs import admin_views
 from jobs.admin_readonly import ReadOnlyAdminMixin
-from jobs.forms import PauseForm, ScheduleStateForm
-from jobs.models import JobAction, JobChunk, JobItemFailure, JobRun, RunStatus, ScheduleState
+from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
+from jobs.forms import ApiKeyForm, PauseForm, ScheduleStateForm
+from jobs.models import (
+    ApiKey,
+    JobAction,
+    JobChunk,
+    JobItemFailure,
+    JobRun,
+    RunStatus,
+    ScheduleState,
+)
 from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
 from jobs.selectors import schedules_with_last_run
@@ -561,3 +572,114 @@ class JobActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="detail")
     def detail_display(self, obj: JobAction) -> str:
         return pretty_json(obj.detail)
+
+
+# --- API keys --------------------------------------------------------------------
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made here (the secret is shown once, on the page after "Save"),
+    edited (audited) and revoked; never deleted, so the audit trail's key
+    names stay explained."""
+
+    form = ApiKeyForm
+    list_display = ["name", "prefix", "owner", "scope_list", "state", "last_used_at", "expires_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "expires_at"]
+    search_fields = ["name", "owner", "lookup"]
+    actions = ["revoke"]
+    readonly_fields = [
+        "prefix",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+    ]
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        fields = ["name", "owner", "scopes_text", "expires_at", "rate_limit_per_minute"]
+        return fields if obj is None else [*fields, *self.readonly_fields]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [] if obj is None else list(self.readonly_fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """A leaked key pasted whole finds its row: it is searched by its lookup id."""
+        match = KEY_PATTERN.fullmatch(search_term.strip())
+        if match:
+            search_term = match["lookup"]
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes or [])
+
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        if obj.revoked_at:
+            return format_html('<strong style="color:#ba2121">revoked</strong> {}', obj.revoked_at)
+        if obj.expires_at and obj.expires_at <= timezone.now():
+            return format_html('<strong style="color:#b26a00">expired</strong>')
+        return "active"
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: ApiKeyForm, change: bool) -> None:
+        actor = request.user.get_username()
+        data = form.cleaned_data
+        if not change:
+            new = create_api_key(
+                name=data["name"],
+                owner=data["owner"],
+                scopes=data["scopes_text"],
+                actor=actor,
+                expires_at=data.get("expires_at"),
+                rate_limit_per_minute=data.get("rate_limit_per_minute"),
+            )
+            obj.pk = new.api_key.pk
+            obj.refresh_from_db()
+            request._new_api_key_secret = new.secret  # type: ignore[attr-defined]
+            return
+        changes = {
+            name: [str(form.initial.get(name)), str(data.get(name))]
+            for name in form.changed_data
+            if name != "scopes_text"
+        }
+        if list(obj.scopes or []) != data["scopes_text"]:
+            changes["scopes"] = [list(obj.scopes or []), data["scopes_text"]]
+        obj.scopes = data["scopes_text"]
+        with transaction.atomic():
+            obj.save()
+            if changes:
+                record_key_change(api_key=obj, actor=actor, changes=changes)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None):
+        """The one time the key is shown: not in a message (those live in a
+        cookie or the session), on a page that is not cached."""
+        secret = getattr(request, "_new_api_key_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"API key {obj.name} created",
+            "api_key": obj,
+            "secret": secret,
+            "opts": self.model._meta,
+        }
+        response = TemplateResponse(request, "admin/jobs/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke (the key answers 401 from now on)", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = [
+            key.name
+            for key in queryset
+            if revoke_api_key(api_key=key, actor=request.user.get_username())
+        ]
+        if revoked:
+            messages.success(request, f"Revoked: {', '.join(revoked)}.")
+        else:
+            messages.warning(request, "The selected keys were already revoked.")

@@ -3,25 +3,25 @@
 Every answer is JSON, every refusal is a 4xx naming the problem, and no input
 reaches a 500: the body is bounded, parsed strictly and type-checked here, and
 the rest (job, params, tenant) is validated by `enqueue_run` before anything
-is written. The bearer token is checked before anything else is looked at, so
-a caller without it learns nothing, not even which jobs exist.
+is written. The API key (jobs.api_auth) is checked before anything else is
+looked at, so a caller without one learns nothing, not even which jobs exist;
+a key sees and starts only the jobs its scopes name.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from jobs.api_auth import ApiAuthError, ApiClient, authenticate, require_scope
 from jobs.enqueue import IdempotencyConflict, enqueue_run
 from jobs.models import JobItemFailure, JobRun, Trigger
 from jobs.params import ParamError
@@ -53,10 +53,11 @@ def error(message: str, status: int, **extra: Any) -> JsonResponse:
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
-    """Method check, then token check, then the view; refusals become JSON.
+    """Method check, then the key (jobs.api_auth), then the view; refusals become JSON.
 
     The method is checked first because its answer (405 with Allow) is the
-    same for every path and so reveals nothing.
+    same for every path and so reveals nothing. The view finds the caller in
+    `request.api_client` and checks the scope it needs.
     """
 
     def decorate(view: View) -> View:
@@ -69,11 +70,11 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
-            refusal = check_token(request)
-            if refusal is not None:
-                return refusal
             try:
+                request.api_client = authenticate(request)  # type: ignore[attr-defined]
                 return view(request, *args, **kwargs)
+            except ApiAuthError as exc:
+                return exc.response()
             except BadRequest as exc:
                 return error(str(exc), exc.status, **exc.extra)
 
@@ -82,30 +83,8 @@ def api_view(*methods: str) -> Callable[[View], View]:
     return decorate
 
 
-def check_token(request: HttpRequest) -> JsonResponse | None:
-    """None when the request carries JOBS_API_TOKEN, else the refusal.
-
-    With no token configured the API is switched off (503) rather than open:
-    an empty setting must never mean "anyone may start jobs".
-    """
-    expected = settings.JOBS_API_TOKEN or ""
-    if not expected:
-        return error("the jobs API is disabled: JOBS_API_TOKEN is not configured", 503)
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    given = given.strip()
-    if scheme.lower() != "bearer" or not given:
-        response = error("missing bearer token: send 'Authorization: Bearer <token>'", 401)
-        response["WWW-Authenticate"] = 'Bearer realm="jobs"'
-        return response
-    # Compare bytes: compare_digest refuses non-ASCII str, and a header may hold any.
-    if not hmac.compare_digest(
-        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
-    ):
-        response = error("invalid bearer token", 401)
-        response["WWW-Authenticate"] = 'Bearer realm="jobs", error="invalid_token"'
-        return response
-    return None
+def client_of(request: HttpRequest) -> ApiClient:
+    return request.api_client  # type: ignore[attr-defined]
 
 
 # --- views -------------------------------------------------------------------
@@ -113,14 +92,20 @@ def check_token(request: HttpRequest) -> JsonResponse | None:
 
 @api_view("GET")
 def catalogue(request: HttpRequest) -> JsonResponse:
-    """Every registered job with its schedule, queue and typed parameters."""
-    return JsonResponse({"jobs": [spec.describe() for spec in all_jobs()]})
+    """The registered jobs the key may read, with schedules, queues and typed
+    parameters."""
+    client = client_of(request)
+    require_scope(client, "jobs:read")
+    readable = [spec for spec in all_jobs() if client.may(f"jobs:read:{spec.name}")]
+    return JsonResponse({"jobs": [spec.describe() for spec in readable]})
 
 
 @api_view("POST")
 def start_run(request: HttpRequest, name: str) -> JsonResponse:
     """Enqueue a run: 202 with its id, or 200 with the first run for a repeated
     idempotency key (the client may safely retry a POST whose answer it lost)."""
+    client = client_of(request)
+    require_scope(client, f"jobs:run:{name[:100]}")
     try:
         get_job(name)
     except UnknownJob as exc:
@@ -134,7 +119,7 @@ def start_run(request: HttpRequest, name: str) -> JsonResponse:
             params=fields["params"],
             dry_run=fields["dry_run"],
             trigger=Trigger.API,
-            triggered_by="api",
+            triggered_by=client.name,
             idempotency_key=fields["idempotency_key"],
         )
     except IdempotencyConflict as exc:
@@ -163,6 +148,7 @@ def run_status(request: HttpRequest, run_id: str) -> JsonResponse:
     run = JobRun.objects.filter(pk=pk).first() if 0 < pk <= MAX_RUN_ID else None
     if run is None:
         raise BadRequest(f"no run with id {run_id[:40]}", status=404)
+    require_scope(client_of(request), f"jobs:read:{run.job}")
     return JsonResponse(describe_run(run))
 
 

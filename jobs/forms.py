@@ -1,11 +1,12 @@
-"""Forms behind the jobs admin: a schedule's cron, and the reason to pause."""
+"""Forms behind the jobs admin: a schedule's cron, the reason to pause, API keys."""
 
 from __future__ import annotations
 
 from django import forms
 
+from jobs.api_keys import clean_scopes
 from jobs.cron import CronError, normalize_cron
-from jobs.models import ScheduleState
+from jobs.models import ApiKey, ScheduleState
 
 
 class ScheduleStateForm(forms.ModelForm):
@@ -46,3 +47,33 @@ class PauseForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Why the schedule is paused; shown beside it until it is resumed.",
     )
+
+
+class ApiKeyForm(forms.ModelForm):
+    """Scopes one per line; validated against the registered scope resources."""
+
+    scopes_text = forms.CharField(
+        label="Scopes",
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
+        help_text=(
+            "One per line: jobs:run:&lt;glob&gt; (start and read runs of matching jobs, "
+            "e.g. jobs:run:billing.*), jobs:read:&lt;glob&gt; (read only), jobs:run, "
+            "jobs:read (every job), * (everything)."
+        ),
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "owner", "expires_at", "rate_limit_per_minute")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["scopes_text"] = "\n".join(self.instance.scopes or [])
+
+    def clean_scopes_text(self) -> list[str]:
+        lines = [line.strip() for line in self.cleaned_data["scopes_text"].splitlines()]
+        try:
+            return clean_scopes([line for line in lines if line])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None

@@ -250,3 +250,45 @@ class JobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"run #{self.run_id} chunk {self.index} ({self.status})"
+
+
+class ApiKey(models.Model):
+    """A client's key to the JSON API (see jobs.api_keys for the format).
+
+    Only a SHA-256 hash of the key is stored; `lookup` is the key's public id
+    (the characters after `bo_live_`), unique and indexed so authenticating
+    is one indexed query. `scopes` is a list of scope strings
+    (`jobs:run:billing.*`, `jobs:read`, `usage:write`, `*`): new kinds of
+    scope need no schema change.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    owner = models.CharField(
+        max_length=150, help_text="Who answers for this key: a person or a team."
+    )
+    lookup = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests per minute; empty: JOBS_API_RATE_LIMIT_PER_MINUTE; 0: unlimited.",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (bo_live_{self.lookup}…)"
+
+    @property
+    def prefix(self) -> str:
+        """What may be shown and searched for: the key up to its secret part."""
+        return f"bo_live_{self.lookup}"

@@ -33,6 +33,12 @@ def _changes(action: JobAction) -> dict[str, Any]:
         return {"paused": [True, False]}
     if action.action == "edit_cron":
         return {"cron": [detail.get("from"), detail.get("to")]}
+    if action.action.startswith("api_key_"):
+        if "changes" in detail:
+            return dict(detail["changes"])
+        if action.action == "api_key_create":
+            return {"key": [None, detail.get("key")], "scopes": [None, detail.get("scopes")]}
+        return {"revoked": [False, True]}
     if action.action == "refuse_schedule":
         return {"refused_func": [None, detail.get("func")], "repeats": [None, 0]}
     return {
@@ -48,11 +54,17 @@ def audit_job_action(sender: type, instance: JobAction, created: bool, **kwargs:
         return
     detail = instance.detail or {}
     is_run = instance.action in RUN_ACTIONS or instance.run_id is not None
+    if instance.action.startswith("api_key_"):
+        object_type, object_id = "jobs.apikey", detail.get("key", "")
+    elif is_run:
+        object_type, object_id = "jobs.jobrun", instance.run_id
+    else:
+        object_type, object_id = "jobs.schedule", instance.job
     record_audit(
         actor=audit_actor(actor=instance.actor, trigger=detail.get("trigger")),
         action=f"job.{instance.action}",
-        object_type="jobs.jobrun" if is_run else "jobs.schedule",
-        object_id=instance.run_id if is_run else instance.job,
+        object_type=object_type,
+        object_id=object_id,
         changes=_changes(instance),
         tenant=str(detail.get("tenant") or ""),
         job_run_id=instance.run_id,

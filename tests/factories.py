@@ -6,7 +6,8 @@ import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from jobs.models import JobRun, RunStatus, Trigger
+from jobs.api_keys import create_api_key
+from jobs.models import ApiKey, JobRun, RunStatus, Trigger
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -237,3 +238,21 @@ class InvoiceFactory(factory.django.DjangoModelFactory):
     tax_minor = 0
     total_minor = 2900
     finalized_at = factory.LazyFunction(timezone.now)
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """Made through the service, like the admin does; `.secret` is the key."""
+
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda n: f"client-{n}")
+    owner = "platform team"
+    scopes = factory.LazyFunction(lambda: ["jobs:run"])
+    actor = "tests"
+
+    @classmethod
+    def _create(cls, model_class, **kwargs):
+        new = create_api_key(**kwargs)
+        new.api_key.secret = new.secret
+        return new.api_key

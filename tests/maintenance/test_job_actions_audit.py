@@ -99,7 +99,7 @@ def test_api_run_leaves_an_audit_record(client, scheduled_job, django_capture_on
     assert response["X-Request-ID"] == "req-api-7"
     run_id = response.json()["run_id"]
     record = AuditTrail.objects.get(job_run_id=run_id)
-    assert record.actor == "api"
+    assert record.actor == "api:JOBS_API_TOKEN"  # which key: here the bootstrap one
     assert record.action == "job.dry_run"
     assert (record.object_type, record.object_id) == ("jobs.jobrun", str(run_id))
     assert record.changes["params"] == [None, {"n": 2}]
