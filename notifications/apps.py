@@ -14,12 +14,3 @@ class NotificationsConfig(AppConfig):
             status_counts,
             url_name="admin:notifications_outboundemail_changelist",
         )
-
-        try:
-            from django_ses.signals import bounce_received, complaint_received
-        except ImportError:  # django-ses not installed: no SES feedback to listen to
-            return
-        from notifications.services import on_bounce, on_complaint
-
-        bounce_received.connect(on_bounce, dispatch_uid="notifications.on_bounce")
-        complaint_received.connect(on_complaint, dispatch_uid="notifications.on_complaint")

@@ -76,6 +76,12 @@ class OutboundEmail(models.Model):
             ),
             models.Index(fields=["organization", "-created_at"], name="outbox_org_idx"),
             models.Index(fields=["kind", "-created_at"], name="outbox_kind_idx"),
+            # SES feedback names the message it is about (notifications.views).
+            models.Index(
+                fields=["provider_message_id"],
+                condition=~Q(provider_message_id=""),
+                name="outbox_provider_message_idx",
+            ),
         ]
 
     def __str__(self) -> str:

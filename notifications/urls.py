@@ -1,15 +1,16 @@
-"""SES feedback: SNS posts bounce and complaint events here (django-ses's view,
-which verifies the SNS signature and sends the signals `apps.py` listens to).
+"""SES feedback: SNS posts bounce and complaint events here (notifications.views,
+which verifies the SNS signature with django-ses and checks topic and message).
 
-Include it from config/urls.py, e.g. `path("ses/", include("notifications.urls"))`,
-and subscribe the SNS topic of the SES configuration set to `<site>/ses/events/`.
+Set AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS to the topic of the SES configuration set
+and subscribe it to `<site>/ses/events/`; until then the endpoint is 404.
 """
 
 from django.urls import path
-from django_ses.views import SESEventWebhookView
+
+from notifications.views import SESEventView
 
 app_name = "notifications"
 
 urlpatterns = [
-    path("events/", SESEventWebhookView.as_view(), name="ses-events"),
+    path("events/", SESEventView.as_view(), name="ses-events"),
 ]

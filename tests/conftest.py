@@ -11,6 +11,7 @@ from django_q.signing import SignedPackage
 from jobs import registry
 from tests.clock import pin_from_env
 from tests.fixtures_moto import moto_server_url, moto_ses_url, ses  # noqa: F401
+from tests.fixtures_sns import sns, sns_cert_server  # noqa: F401
 from tests.fixtures_stripe import *  # noqa: F403
 
 PINNED_CLOCK = pytest.StashKey()

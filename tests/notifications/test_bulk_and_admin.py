@@ -111,31 +111,3 @@ def test_staff_can_add_a_suppressed_address(client):
     from notifications.models import SuppressedAddress
 
     assert SuppressedAddress.objects.get().email == "nomore@example.com"
-
-
-def test_the_ses_event_webhook_feeds_the_suppression_list(settings):
-    """SNS posts an SES bounce to django-ses's view (signature check off here)."""
-    import json
-
-    from django.test import RequestFactory
-
-    from notifications.models import SuppressedAddress
-    from notifications.urls import urlpatterns
-
-    settings.AWS_SES_VERIFY_EVENT_SIGNATURES = False
-    bounce = {
-        "eventType": "Bounce",
-        "mail": {"messageId": "m1"},
-        "bounce": {
-            "bounceType": "Permanent",
-            "bounceSubType": "NoEmail",
-            "bouncedRecipients": [{"emailAddress": "Nobody@Customer.example"}],
-        },
-    }
-    body = json.dumps({"Type": "Notification", "Message": json.dumps(bounce)})
-    request = RequestFactory().post("/ses/events/", body, content_type="application/json")
-
-    response = urlpatterns[0].callback(request)
-
-    assert response.status_code == 200
-    assert SuppressedAddress.objects.get().email == "nobody@customer.example"

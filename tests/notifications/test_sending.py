@@ -19,9 +19,8 @@ from notifications.sending import claim_due, classify, send_pending
 from notifications.services import (
     Attachment,
     cancel,
-    on_bounce,
-    on_complaint,
     queue_email,
+    record_ses_feedback,
     retry_now,
 )
 from tests.factories import OutboundEmailFactory, SuppressedAddressFactory
@@ -252,40 +251,58 @@ def test_suppressed_addresses_are_not_mailed(ses):
     assert list(ses.per_recipient()) == ["fine@customer.example"]
 
 
-def test_ses_bounce_and_complaint_signals_feed_the_suppression_list():
-    from django_ses.signals import bounce_received, complaint_received
-
+def test_ses_bounces_and_complaints_of_our_messages_feed_the_suppression_list():
+    sent = OutboundEmailFactory(
+        to="Hard@Customer.example",
+        status=EmailStatus.SENT,
+        sent_at=timezone.now(),
+        provider_message_id="msg-1",
+    )
+    angry = OutboundEmailFactory(
+        to="angry@customer.example",
+        status=EmailStatus.SENT,
+        sent_at=timezone.now(),
+        provider_message_id="msg-2",
+    )
     queued = OutboundEmailFactory(to="hard@customer.example")
-    bounce_received.send(
-        sender=None,
-        mail_obj={},
-        bounce_obj={
-            "bounceType": "Permanent",
-            "bounceSubType": "General",
-            "bouncedRecipients": [{"emailAddress": "Hard@Customer.example"}],
+
+    record_ses_feedback(
+        kind="bounce",
+        message={
+            "mail": {"messageId": "msg-1"},
+            "bounce": {
+                "bounceType": "Permanent",
+                "bounceSubType": "General",
+                "bouncedRecipients": [{"emailAddress": "hard@customer.example"}],
+            },
         },
-        raw_message=b"",
     )
-    bounce_received.send(
-        sender=None,
-        mail_obj={},
-        bounce_obj={"bounceType": "Transient", "bouncedRecipients": [{"emailAddress": "t@x.io"}]},
-        raw_message=b"",
+    transient = record_ses_feedback(
+        kind="bounce",
+        message={
+            "mail": {"messageId": "msg-2"},
+            "bounce": {
+                "bounceType": "Transient",
+                "bouncedRecipients": [{"emailAddress": "angry@customer.example"}],
+            },
+        },
     )
-    complaint_received.send(
-        sender=None,
-        mail_obj={},
-        complaint_obj={"complainedRecipients": [{"emailAddress": "angry@customer.example"}]},
-        raw_message=b"",
+    record_ses_feedback(
+        kind="complaint",
+        message={
+            "mail": {"messageId": "msg-2"},
+            "complaint": {"complainedRecipients": [{"emailAddress": "Angry@Customer.example"}]},
+        },
     )
 
+    assert transient == []
     assert dict(SuppressedAddress.objects.values_list("email", "reason")) == {
         "hard@customer.example": "bounce",
         "angry@customer.example": "complaint",
     }
     queued.refresh_from_db()
     assert queued.status == EmailStatus.SUPPRESSED
-    assert on_bounce and on_complaint
+    assert sent.pk and angry.pk
 
 
 def test_retry_now_and_cancel():
