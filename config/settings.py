@@ -156,6 +156,16 @@ JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=0
 # while its worker lives), so it bounds how long a crash delays the run.
 JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)
 
+# /metrics (jobs.metrics_access): a bearer token, or a port of its own
+# (django-prometheus's exporter, loopback unless told otherwise), or public.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_EXPORT_PORT = env.int("METRICS_EXPORT_PORT", default=0)
+METRICS_EXPORT_ADDRESS = env("METRICS_EXPORT_ADDRESS", default="127.0.0.1")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=DEBUG)
+if METRICS_EXPORT_PORT:
+    PROMETHEUS_METRICS_EXPORT_PORT = METRICS_EXPORT_PORT
+    PROMETHEUS_METRICS_EXPORT_ADDRESS = METRICS_EXPORT_ADDRESS
+
 # --- Business settings ----------------------------------------------------------
 SUBSCRIPTION_GRACE_PERIOD_DAYS = env.int("SUBSCRIPTION_GRACE_PERIOD_DAYS", default=7)
 EXPIRY_SAFETY_LIMIT_PERCENT = env.float("EXPIRY_SAFETY_LIMIT_PERCENT", default=20.0)

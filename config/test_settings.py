@@ -8,6 +8,9 @@ os.environ.setdefault("JOBS_API_TOKEN", "test-api-token")
 # The suite sends many API requests a minute with one key; the rate-limit tests
 # set their own limits.
 os.environ.setdefault("JOBS_API_RATE_LIMIT_PER_MINUTE", "0")
+# The metrics tests read /metrics as a scraper would; tests/jobs/test_metrics_access.py
+# covers the token and the exporter port.
+os.environ.setdefault("METRICS_PUBLIC", "true")
 # Tests drive heartbeats by hand; a background thread would race them.
 os.environ.setdefault("JOBS_HEARTBEAT_SECONDS", "0")
 

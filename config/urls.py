@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from jobs import health, metrics
+from jobs import health, metrics_access
 
 urlpatterns = [
     path("admin/jobs/", include("jobs.admin_urls")),
@@ -9,5 +9,7 @@ urlpatterns = [
     path("api/", include("jobs.api_urls")),
     path("ses/", include("notifications.urls")),
     path("health/", health.health_view, name="health"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("health/live", health.live_view, name="health-live"),
+    path("health/ready", health.ready_view, name="health-ready"),
+    path("metrics", metrics_access.metrics_endpoint, name="metrics"),
 ]

@@ -1,20 +1,27 @@
-"""`/health/`: can this deployment run its jobs right now?
+"""Health, split the Kubernetes way.
 
-Four checks, each independent: the database answers, the broker answers, a
-cluster wrote a heartbeat recently (so something both schedules and executes
-tasks), and no active schedule is overdue. 200 when all pass, else 503, so a
-load balancer or uptime probe needs no parsing. Public, so it says what
-failed but never how the parts are reached: exception details go to the log.
+* `/health/live`: the process answers (200, no query): restart it if not.
+* `/health/ready`: the database and the broker answer: what a load balancer
+  checks before sending traffic. A stopped cluster does not fail it, so the
+  web tier and the admin stay up to show what is wrong.
+* `/health/`: the full report for monitoring: also a cluster wrote a
+  heartbeat recently (so something both schedules and executes tasks), and
+  no active schedule is overdue.
+
+Each check is independent; 200 when all pass, else 503, so a probe needs no
+parsing. Public, so it says what failed but never how the parts are reached:
+exception details go to the log. No thread per request: the broker is pinged
+with connect and read timeouts on its client.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -22,6 +29,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 
 from jobs.models import ClusterHeartbeat, ScheduleState
 from jobs.schedules import is_overdue
@@ -40,28 +48,41 @@ def check_database(now: datetime) -> dict[str, Any]:
     return {"ok": True, "vendor": connection.vendor}
 
 
+_broker_clients: dict[str, Any] = {}
+
+
+def _redis_client(url: str) -> Any:
+    """A Redis client for the broker's URL with timeouts, made once per process
+    (its connection pool is reused, so a probe costs one PING)."""
+    client = _broker_clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=BROKER_TIMEOUT_SECONDS,
+            socket_timeout=BROKER_TIMEOUT_SECONDS,
+            retry_on_timeout=False,
+        )
+        _broker_clients[url] = client
+    return client
+
+
 def check_broker(now: datetime) -> dict[str, Any]:
-    """Ping in a thread with a deadline: an unreachable Redis host may
-    otherwise hold the probe for the OS connect timeout."""
-    outcome: dict[str, Any] = {}
-
-    def ping() -> None:
-        try:
-            broker = get_broker()
-            outcome["broker"] = type(broker).__name__
-            outcome["ok"] = bool(broker.ping())
-        except Exception as exc:
-            outcome["exc"] = exc
-
-    worker = threading.Thread(target=ping, name="health-broker-ping", daemon=True)
-    worker.start()
-    worker.join(BROKER_TIMEOUT_SECONDS)
-    if worker.is_alive():
-        return {"ok": False, "error": f"no answer within {BROKER_TIMEOUT_SECONDS:g} s"}
-    if "exc" in outcome:
-        raise outcome["exc"]
-    result = {"ok": outcome.get("ok", False), "broker": outcome.get("broker")}
-    if not result["ok"]:
+    """PING the Redis broker within BROKER_TIMEOUT_SECONDS (connect and read
+    timeouts on the socket); the ORM broker is the database itself."""
+    url = Conf.REDIS if isinstance(Conf.REDIS, str) else None
+    if not url:
+        broker = get_broker()
+        return {"ok": bool(broker.ping()), "broker": type(broker).__name__}
+    try:
+        answered = bool(_redis_client(url).ping())
+    except redis.TimeoutError:
+        return {
+            "ok": False,
+            "broker": "Redis",
+            "error": f"no answer within {BROKER_TIMEOUT_SECONDS:g} s",
+        }
+    result = {"ok": answered, "broker": "Redis"}
+    if not answered:
         result["error"] = "ping failed"
     return result
 
@@ -132,11 +153,17 @@ CHECKS: dict[str, Check] = {
 }
 
 
-def run_checks(now: datetime | None = None) -> dict[str, Any]:
-    """Every check runs even when one fails; a check that raises has failed."""
+READY_CHECKS = ("database", "broker")
+
+
+def run_checks(now: datetime | None = None, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Every check (or those named) runs even when one fails; a check that
+    raises has failed."""
     now = now or timezone.now()
     results: dict[str, dict[str, Any]] = {}
     for name, check in CHECKS.items():
+        if names is not None and name not in names:
+            continue
         try:
             results[name] = check(now)
         except Exception as exc:
@@ -151,15 +178,35 @@ def run_checks(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
-@csrf_exempt
-@never_cache
+def _get_only(view: Callable[[HttpRequest], JsonResponse]) -> Callable[[HttpRequest], JsonResponse]:
+    def wrapped(request: HttpRequest) -> JsonResponse:
+        if request.method not in ("GET", "HEAD"):
+            response = JsonResponse(
+                {"error": f"method {request.method} not allowed; use GET"}, status=405
+            )
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request)
+
+    wrapped.__doc__ = view.__doc__
+    return csrf_exempt(never_cache(wrapped))
+
+
+@_get_only
 def health_view(request: HttpRequest) -> JsonResponse:
-    """200 when every check passes, else 503; always JSON."""
-    if request.method not in ("GET", "HEAD"):
-        response = JsonResponse(
-            {"error": f"method {request.method} not allowed; use GET"}, status=405
-        )
-        response["Allow"] = "GET, HEAD"
-        return response
+    """The full report: 200 when every check passes, else 503; always JSON."""
     report = run_checks()
+    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+
+
+@_get_only
+def live_view(request: HttpRequest) -> JsonResponse:
+    """The process answers. Touches nothing, so it fails only when the process does."""
+    return JsonResponse({"status": "ok"})
+
+
+@_get_only
+def ready_view(request: HttpRequest) -> JsonResponse:
+    """Database and broker reachable: may this instance take traffic?"""
+    report = run_checks(names=READY_CHECKS)
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)

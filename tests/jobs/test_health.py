@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -142,11 +144,14 @@ def test_health_reports_background_jobs_disabled(client, fresh_heartbeat):
     assert body["status"] == "ok"
 
 
-def test_unreachable_broker_is_503_without_details(client, fresh_heartbeat, monkeypatch):
-    def unreachable():
-        raise ConnectionError("Error 111 connecting to redis://:hunter2@10.0.0.5:6379")
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    monkeypatch.setattr(health, "get_broker", unreachable)
+
+def test_unreachable_broker_is_503_without_details(client, fresh_heartbeat, monkeypatch):
+    monkeypatch.setattr(health.Conf, "REDIS", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
 
     response = client.get("/health/")
 
@@ -156,19 +161,26 @@ def test_unreachable_broker_is_503_without_details(client, fresh_heartbeat, monk
     assert "hunter2" not in response.content.decode()
 
 
-def test_broker_that_does_not_answer_in_time_fails(client, fresh_heartbeat, monkeypatch):
-    class SlowBroker:
-        def ping(self):
-            time.sleep(1)
-            return True
-
-    monkeypatch.setattr(health, "get_broker", SlowBroker)
-    monkeypatch.setattr(health, "BROKER_TIMEOUT_SECONDS", 0.05)
-
-    response = client.get("/health/")
+def test_a_broker_that_accepts_but_never_answers_fails_in_time_without_a_thread(
+    client, fresh_heartbeat, monkeypatch
+):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads
+    monkeypatch.setattr(health, "BROKER_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(health.Conf, "REDIS", f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    threads_before = threading.active_count()
+    try:
+        started = time.monotonic()
+        response = client.get("/health/ready")
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
 
     assert response.status_code == 503
-    assert "no answer" in response.json()["checks"]["broker"]["error"]
+    assert "no answer within 0.3 s" in response.json()["checks"]["broker"]["error"]
+    assert elapsed < 3
+    assert threading.active_count() == threads_before
 
 
 def test_broker_ping_false_fails(client, fresh_heartbeat, monkeypatch):
@@ -176,9 +188,52 @@ def test_broker_ping_false_fails(client, fresh_heartbeat, monkeypatch):
         def ping(self):
             return False
 
+    monkeypatch.setattr(health.Conf, "REDIS", None)
     monkeypatch.setattr(health, "get_broker", DeadBroker)
 
     assert client.get("/health/").status_code == 503
+
+
+# --- live and ready ------------------------------------------------------------------
+
+
+def test_live_answers_200_without_touching_the_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/health/live")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_checks_database_and_broker_only_so_a_stopped_cluster_keeps_it_up(
+    client, scheduled_job
+):
+    make_overdue(scheduled_job)  # and no heartbeat at all: the cluster is down
+
+    ready = client.get("/health/ready")
+    full = client.get("/health/")
+
+    assert ready.status_code == 200
+    assert set(ready.json()["checks"]) == {"database", "broker"}
+    assert full.status_code == 503
+
+
+def test_ready_fails_when_the_database_does_not_answer(client, monkeypatch):
+    def broken(now):
+        raise RuntimeError("connection refused")
+
+    monkeypatch.setitem(health.CHECKS, "database", broken)
+
+    response = client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"]["ok"] is False
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+def test_live_and_ready_are_get_only_and_not_cached(client, path):
+    assert client.post(path).status_code == 405
+    assert "no-cache" in client.get(path)["Cache-Control"]
 
 
 def test_a_check_that_raises_is_a_failed_check_not_a_500(client, fresh_heartbeat, monkeypatch):
