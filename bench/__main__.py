@@ -16,6 +16,8 @@ def setup_django() -> None:
     os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    # DEBUG is off: settings refuse to start without a field-encryption key.
+    os.environ.setdefault("FIELD_ENCRYPTION_KEY", "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE=")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     _create_database(os.environ["DATABASE_URL"])
 

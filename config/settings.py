@@ -32,12 +32,15 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.BackofficeAdminConfig",  # django.contrib.admin with the 2FA-aware site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "django_prometheus",
     "django_q",
     "jobs",
@@ -52,13 +55,16 @@ MIDDLEWARE = [
     "jobs.middleware.RejectMalformedContentLength",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -95,6 +101,45 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default=None)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Transport security (off with DEBUG; each can be set on its own) ---------
+# Behind a TLS-terminating load balancer, name the header it sets (e.g.
+# X-Forwarded-Proto): only then is a request with "https" in it treated as secure.
+_proxy_ssl_header = env("SECURE_PROXY_SSL_HEADER", default="")
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and scrapers talk plain HTTP to the instance, not through the balancer.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp): scripts and styles only from this origin
+# (static files, whitenoise included); the few <style> blocks of the project's
+# admin templates carry the request's nonce; style attributes (admin widgets,
+# status colours, the inline-SVG charts) are allowed, scripts never inline.
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- Broker and cache ----------------------------------------------------------
 REDIS_URL = env("REDIS_URL", default="")
@@ -175,8 +220,29 @@ EXPIRY_SAFETY_MIN_EXPIRING = env.int("EXPIRY_SAFETY_MIN_EXPIRING", default=5)
 
 # --- Auth, i18n, static ----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins for one
+# username from one address, that pair is locked out for AXES_COOLOFF_HOURS.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Staff two-factor login (django-otp, TOTP): asked of every staff user who has
+# a confirmed device; with ADMIN_REQUIRE_2FA, of every staff user (one without
+# a device cannot enter the admin; `manage.py totp_device USER` makes one).
+ADMIN_REQUIRE_2FA = env.bool("ADMIN_REQUIRE_2FA", default=False)
+OTP_TOTP_ISSUER = env("OTP_TOTP_ISSUER", default="Back-office jobs")
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -277,9 +343,17 @@ MIDDLEWARE = [*MIDDLEWARE, "maintenance.middleware.RequestIdMiddleware"]
 # comma-separated: the first encrypts, all decrypt (add a new key first, run
 # `manage.py reencrypt_secrets`, then drop the old one).
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
-# Unset, a key is derived from SECRET_KEY so DEBUG, tests and benches run; the
-# payments.E001 system check then refuses to start the service unless DEBUG.
+# Unset, the service refuses to start unless DEBUG, where a key is derived from
+# SECRET_KEY (payments.E001 says the same as a system check).
 FIELD_ENCRYPTION_KEY_DERIVED = not FIELD_ENCRYPTION_KEY
+if FIELD_ENCRYPTION_KEY_DERIVED and not DEBUG:
+    # Stop here, not only in a system check: gunicorn runs no checks, and would
+    # encrypt tenants' Stripe keys with a key derived from SECRET_KEY.
+    raise ImproperlyConfigured(
+        "FIELD_ENCRYPTION_KEY is not set. Generate one with `python -c 'from "
+        "cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`, "
+        "or set DEBUG=true for local development."
+    )
 if FIELD_ENCRYPTION_KEY_DERIVED:
     import base64 as _base64
     import hashlib as _hashlib

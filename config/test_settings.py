@@ -5,6 +5,11 @@ import os
 os.environ["ENV_FILE"] = ""
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 os.environ.setdefault("JOBS_API_TOKEN", "test-api-token")
+# DEBUG is off in the suite, as in production: a fixed Fernet key (settings
+# refuse to start without one) and no HTTPS redirect (the test client and
+# servers speak plain HTTP on loopback).
+os.environ.setdefault("FIELD_ENCRYPTION_KEY", "dGVzdC1maWVsZC1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # The suite sends many API requests a minute with one key; the rate-limit tests
 # set their own limits.
 os.environ.setdefault("JOBS_API_RATE_LIMIT_PER_MINUTE", "0")

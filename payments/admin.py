@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from maintenance.admin_audit import AuditedAdminMixin
 from payments.crypto import encrypt
 from payments.models import Payment, PaymentProviderConfig
 from payments.services import set_provider_keys
@@ -96,7 +97,7 @@ class PaymentProviderConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(Payment)
-class PaymentAdmin(admin.ModelAdmin):
+class PaymentAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "organization",
@@ -124,3 +125,8 @@ class PaymentAdmin(admin.ModelAdmin):
         "failure_reason",
     )
     date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        """A recorded payment's amount and currency are what the provider charged."""
+        fields = tuple(self.readonly_fields)
+        return (*fields, "amount_minor", "currency") if obj else fields

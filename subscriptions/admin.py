@@ -1,24 +1,26 @@
 from django.contrib import admin
 
+from maintenance.admin_audit import AuditedAdminMixin
 from subscriptions.models import Organization, Plan, Subscription
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("key", "name", "billing_email", "status", "timezone", "created_at")
     list_filter = ("status",)
     search_fields = ("key", "name", "billing_email")
 
 
 @admin.register(Plan)
-class PlanAdmin(admin.ModelAdmin):
+class PlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "price_minor", "currency", "interval")
     list_filter = ("currency", "interval")
     search_fields = ("name",)
 
 
+# Money and status edits here are audited (maintenance.admin_audit), like every change.
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "organization",
