@@ -21,7 +21,7 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -39,6 +39,7 @@ from jobs.api import BODY_FIELDS, MAX_BODY_BYTES
 from jobs.models import JobRun
 from jobs.params import Range
 from subscriptions.models import Organization
+from tests import fixtures_sns
 
 TOKEN = "bad-input-token"
 TENANT = "acme"
@@ -943,3 +944,319 @@ def test_at_least_two_thousand_api_requests_were_generated(capsys: Any) -> None:
     )
     if api_requests:  # 0 when only this test was selected
         assert api_requests >= 2000
+
+
+# --- security surfaces: API keys, forged SES events, under-privileged staff -------
+
+# The SNS signer and its certificate server (tests/fixtures_sns.py), as fixtures here.
+sns = fixtures_sns.sns
+sns_cert_server = fixtures_sns.sns_cert_server
+
+KEY_EXAMPLES = 400
+SES_EXAMPLES = 150
+STAFF_EXAMPLES = 200
+SECURITY: Counter[str] = Counter()  # refusals by kind, for the report line
+
+KEY_KINDS = (
+    "valid",
+    "missing",
+    "malformed",
+    "wrong_prefix",
+    "unknown",
+    "wrong_secret",
+    "revoked",
+    "expired",
+    "out_of_scope",
+    "rate_limited",
+)
+# What a refusal of each kind says (status, words the JSON error contains).
+KEY_REFUSALS = {
+    "missing": (401, "missing bearer token"),
+    "malformed": (401, "malformed API key"),
+    "wrong_prefix": (401, "wrong key prefix"),
+    "unknown": (401, "invalid API key"),
+    "wrong_secret": (401, "invalid API key"),
+    "revoked": (401, "revoked"),
+    "expired": (401, "expired"),
+    "out_of_scope": (403, "lacks the scope"),
+    "rate_limited": (429, "rate limit"),
+}
+
+
+@pytest.fixture
+def keys(api: Any) -> dict[str, str]:
+    """One key of every kind, as the header value a client would send."""
+    from django.utils import timezone as dj_timezone
+
+    from jobs.api_keys import create_api_key, revoke_api_key
+
+    def make(name: str, scopes: list[str], **extra: Any) -> Any:
+        return create_api_key(name=name, owner="drill", scopes=scopes, actor="drill", **extra)
+
+    valid = make("valid", [f"jobs:run:{PROBE}"])
+    revoked = make("revoked", ["*"])
+    revoke_api_key(api_key=revoked.api_key, actor="drill")
+    expired = make("expired", ["*"], expires_at=dj_timezone.now() - timedelta(seconds=1))
+    reader = make("reader", ["jobs:read:nothing.*"])
+    limited = make("limited", ["*"], rate_limit_per_minute=1)
+    secret = valid.secret
+    return {
+        "valid": secret,
+        "malformed": secret[:-3],
+        "wrong_prefix": "bo_test_" + secret[len("bo_live_") :],
+        "unknown": "bo_live_" + "Z" * 12 + secret[len("bo_live_") + 12 :],
+        "wrong_secret": secret[:-1] + ("A" if secret[-1] != "A" else "B"),
+        "revoked": revoked.secret,
+        "expired": expired.secret,
+        "out_of_scope": reader.secret,
+        "rate_limited": limited.secret,
+    }
+
+
+@st.composite
+def key_requests(draw: st.DrawFn) -> tuple[str, str, str, bytes]:
+    kind = draw(st.sampled_from(KEY_KINDS))
+    method, path, body = draw(
+        st.sampled_from(
+            [
+                ("POST", f"/api/jobs/{PROBE}/runs", b"{}"),
+                ("POST", f"/api/jobs/{REQUIRED}/runs", b'{"params": {"limit": 1}}'),
+                ("GET", "/api/jobs", b""),
+                ("GET", "/api/jobs/runs/__run__", b""),
+            ]
+        )
+    )
+    return kind, method, path, body
+
+
+@hsettings(max_examples=KEY_EXAMPLES, **SETTINGS)
+@given(generated=key_requests())
+def test_api_keys_of_every_kind_are_refused_with_a_4xx_naming_the_problem(
+    generated: tuple[str, str, str, bytes], api: Any, keys: dict[str, str]
+) -> None:
+    from django.core.cache import cache
+
+    kind, method, path, body = generated
+    if "__run__" in path:
+        path = path.replace("__run__", str(JobRun.objects.create(job=PROBE).pk))
+    environ = {} if kind == "missing" else {"HTTP_AUTHORIZATION": f"Bearer {keys[kind]}"}
+    if kind == "rate_limited":  # its one request of the minute is spent first
+        cache.clear()
+        Client().generic("GET", "/api/jobs", b"", **environ)
+    before = counts(api)
+    api_runs = JobRun.objects.filter(trigger="api").count()
+    SENT[f"key {method}"] += 1
+    response = Client().generic(method, path, body, content_type="application/json", **environ)
+    answer = json.loads(response.content)
+    STATUSES[response.status_code] += 1
+
+    assert response.status_code < 500, (kind, method, path)
+    if kind == "valid":  # jobs:run:<PROBE>: runs and reads PROBE, nothing else
+        if path.endswith(f"{REQUIRED}/runs"):
+            assert response.status_code == 403, answer
+            assert answer["missing_scope"] == f"jobs:run:{REQUIRED}", answer
+        elif method == "POST":
+            assert response.status_code == 202, answer
+            return
+        else:
+            assert response.status_code == 200, answer
+            if "jobs" in answer:
+                assert [job["name"] for job in answer["jobs"]] == [PROBE]
+            return
+    elif kind == "out_of_scope" and path == "/api/jobs":  # jobs:read:nothing.*
+        assert response.status_code == 200 and answer["jobs"] == [], answer  # reveals none
+    else:
+        status, words = KEY_REFUSALS[kind]
+        assert response.status_code == status, (kind, path, answer)
+        assert words in answer["error"], (kind, answer)
+        if status == 429:
+            assert 1 <= int(response["Retry-After"]) <= 60
+        if status == 403:
+            assert answer["missing_scope"], answer
+    assert counts(api)[1] == before[1], (kind, path)  # nothing enqueued
+    assert JobRun.objects.filter(trigger="api").count() == api_runs
+    SECURITY[f"key:{kind}"] += 1
+
+
+@st.composite
+def forged_ses_events(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """An SNS message that must change nothing, and what is wrong with it."""
+    from tests.fixtures_sns import bounce_event, complaint_event
+
+    flaw = draw(
+        st.sampled_from(
+            ["unsigned", "tampered", "other_topic", "unknown_message", "stranger", "junk_message"]
+        )
+    )
+    make = draw(st.sampled_from([bounce_event, complaint_event]))
+    stranger = draw(st.emails()).lower()
+    message_id = "drill-sent-message" if flaw != "unknown_message" else draw(utf8_text) or "x"
+    recipients = ["customer@acme.example"] + ([stranger] if flaw == "stranger" else [])
+    return flaw, {"event": make(message_id, *recipients), "junk": draw(junk_json)}
+
+
+@pytest.fixture
+def sent_email(api: Any) -> Any:
+    from notifications.models import OutboundEmail
+
+    return OutboundEmail.objects.create(
+        to="customer@acme.example",
+        subject="s",
+        body_text="b",
+        kind="drill",
+        dedupe_key="drill-1",
+        status="sent",
+        sent_at=datetime.now(UTC),
+        provider_message_id="drill-sent-message",
+    )
+
+
+@hsettings(max_examples=SES_EXAMPLES, **SETTINGS)
+@given(generated=forged_ses_events())
+def test_forged_ses_events_change_nothing_and_are_refused_with_a_4xx(
+    generated: tuple[str, dict[str, Any]], sns: Any, sent_email: Any
+) -> None:
+    from notifications.models import SuppressedAddress
+    from tests.fixtures_sns import TOPIC
+
+    flaw, parts = generated
+    topic = "arn:aws:sns:us-east-1:999999999999:attacker" if flaw == "other_topic" else TOPIC
+    message = sns.notification(parts["event"], topic=topic)
+    if flaw == "unsigned":
+        message.pop("Signature")
+    elif flaw == "tampered":
+        message["Message"] = json.dumps({**parts["event"], "mail": {"messageId": "other"}})
+    elif flaw == "junk_message":
+        message = sns.notification({"notificationType": "Bounce", "junk": parts["junk"]})
+    SENT["ses POST"] += 1
+    response = Client().post("/ses/events/", json.dumps(message), content_type="text/plain")
+    STATUSES[response.status_code] += 1
+
+    assert 400 <= response.status_code < 500, (flaw, response.content)
+    assert json.loads(response.content)["error"], flaw
+    assert not SuppressedAddress.objects.exists(), flaw
+    SECURITY[f"ses:{flaw}"] += 1
+
+
+@pytest.fixture
+def underprivileged(api: Any) -> tuple[Client, str]:
+    """Staff holding every django_q permission and only view permissions of jobs,
+    with CSRF checks on and a token read from a form."""
+    import re
+
+    from django.contrib.auth.models import Permission, User
+
+    from jobs.schedules import sync_schedules
+
+    registry.job(SCHEDULED, schedule="0 3 * * *")(required)
+    sync_schedules()
+    user = User.objects.create_user("qstaff", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="django_q")
+        | Permission.objects.filter(content_type__app_label="jobs", codename__startswith="view_")
+    )
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    page = client.get("/admin/django_q/schedule/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    yield client, token
+    registry.unregister(SCHEDULED)
+
+
+def _staff_targets() -> list[str]:
+    return [
+        "/admin/django_q/schedule/add/",
+        "/admin/django_q/schedule/__schedule__/change/",
+        "/admin/django_q/schedule/__schedule__/delete/",
+        "/admin/django_q/schedule/",
+        "/admin/django_q/failure/",
+        "/admin/django_q/success/",
+        "/admin/jobs/schedulestate/__state__/change/",
+        "/admin/jobs/schedulestate/",
+        "/admin/jobs/apikey/add/",
+        f"/admin/jobs/job/{SCHEDULED}/run/",
+        f"/admin/jobs/job/{SCHEDULED}/pause/",
+        f"/admin/jobs/job/{SCHEDULED}/resume/",
+    ]
+
+
+@st.composite
+def staff_posts(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    path = draw(st.sampled_from(_staff_targets()))
+    fields = {
+        "func": draw(st.sampled_from(["os.system", "builtins.exec", "jobs.fanout.run_chunks"])),
+        "args": draw(st.sampled_from(["'id'", "('rm -rf /',)", draw(utf8_text)])),
+        "hook": draw(st.sampled_from(["", "os.system"])),
+        "name": draw(utf8_text) or "x",
+        "schedule_type": "I",
+        "minutes": "1",
+        "repeats": "-1",
+        "cron": draw(st.sampled_from(["* * * * *", "*/1 * * * * *", draw(utf8_text)])),
+        "scopes_text": "*",
+        "owner": "me",
+        "reason": "drill",
+        "post": "yes",
+        "action": draw(
+            st.sampled_from(
+                [
+                    "_superuser_resubmit",
+                    "resubmit_task",
+                    "delete_selected",
+                    "run_now",
+                    "pause_schedules",
+                ]
+            )
+        ),
+        "_selected_action": ["__any__"],
+    }
+    return path, fields
+
+
+@hsettings(max_examples=STAFF_EXAMPLES, **SETTINGS)
+@given(generated=staff_posts())
+def test_admin_posts_from_under_privileged_staff_change_and_run_nothing(
+    generated: tuple[str, dict[str, Any]], underprivileged: tuple[Client, str], api: Any
+) -> None:
+    from django_q.models import Schedule
+
+    from jobs.models import ApiKey, ScheduleState
+
+    client, token = underprivileged
+    path, fields = generated
+    state = ScheduleState.objects.select_related("schedule").get(job=SCHEDULED)
+    path = path.replace("__schedule__", str(state.schedule_id)).replace("__state__", str(state.pk))
+    fields = {
+        **fields,
+        "csrfmiddlewaretoken": token,
+        "_selected_action": [state.pk, state.schedule_id],
+    }
+    before = (
+        list(Schedule.objects.order_by("pk").values_list("pk", "func", "cron", "repeats", "hook")),
+        ApiKey.objects.count(),
+        state.paused,
+        counts(api),
+    )
+    SENT["staff POST"] += 1
+    response = client.post(path, fields)
+    ADMIN_STATUSES[response.status_code] += 1
+
+    assert response.status_code < 500, (path, fields)
+    assert response.status_code in (200, 302, 403), (path, response.status_code)
+    state.refresh_from_db()
+    after = (
+        list(Schedule.objects.order_by("pk").values_list("pk", "func", "cron", "repeats", "hook")),
+        ApiKey.objects.count(),
+        state.paused,
+        counts(api),
+    )
+    assert after == before, (path, fields["action"])
+    SECURITY[f"staff:{response.status_code}"] += 1
+
+
+def test_the_security_surfaces_were_attacked(capsys: Any) -> None:
+    """Runs after the three generators above."""
+    report(
+        capsys,
+        f"bad input (security): {sum(SECURITY.values())} refused attacks "
+        f"{dict(sorted(SECURITY.items()))}; nothing changed, no 5xx",
+    )

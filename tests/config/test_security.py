@@ -29,6 +29,7 @@ PRODUCTION_ENV = {
     "JOBS_SCHEDULER_POLL_SECONDS": "1",
     "METRICS_TOKEN": "scrape-token",
     "AWS_SNS_EVENT_TRUSTED_TOPIC_ARNS": "arn:aws:sns:us-east-1:123456789012:ses-feedback",
+    "ADMIN_REQUIRE_2FA": "true",
 }
 
 
