@@ -36,15 +36,15 @@ def _key() -> rsa.RSAPrivateKey:
 
 
 def _cert(subject: str, key, issuer_name: str, issuer_key, *, ca: bool, sans=None):
-    now = dt.datetime.now(dt.UTC)
+    # Fixed, wide validity: TLS checks run on the real clock, tests may pin another.
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_before(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2099, 12, 31, tzinfo=dt.UTC))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if sans:
