@@ -168,7 +168,6 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 LOGIN_URL = "admin:login"
@@ -352,4 +351,19 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "invoices": _INVOICE_STORAGE,
+}
+
+# --- Production runtime (web server, static files, shutdown, logs, history) ---
+# whitenoise serves `collectstatic`'s output from the WSGI app itself (gunicorn
+# in production): hashed names with far-future cache headers, gzip/brotli
+# copies. In DEBUG it serves straight from the apps' static dirs.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "static")
+STORAGES["staticfiles"] = {
+    "BACKEND": env(
+        "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
+    )
 }
