@@ -144,13 +144,18 @@ JOBS_OVERDUE_GRACE_SECONDS = env.int("JOBS_OVERDUE_GRACE_SECONDS", default=300)
 JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
     "JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS", default=180
 )
-# django-q2's sentinel looks for due schedules every 30 s; above 0, each cluster
-# also does every this many seconds, so schedules finer than 30 s (6-field cron
-# with seconds) fire at every slot and minute schedules start on time.
-JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=0)
+# django-q2's sentinel looks for due schedules every 30 s (a minute slot then
+# starts ~19 s late on average); each cluster also does every this many seconds
+# (one SELECT of due schedules), so slots start within ~1 s and schedules
+# finer than 30 s (6-field cron with seconds) fire at every slot. 0: off.
+JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=1)
 # A fanned-out chunk whose worker died is claimed again after this (renewed
 # while its worker lives), so it bounds how long a crash delays the run.
 JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)
+# A queued (or interrupted) run no cluster has taken this long after its task
+# was sent is sent again: its task was lost (a broker restarted without
+# persistence). Runs once per run even with several clusters (jobs.enqueue).
+JOBS_QUEUED_LOST_AFTER_SECONDS = env.int("JOBS_QUEUED_LOST_AFTER_SECONDS", default=300)
 
 # --- Business settings ----------------------------------------------------------
 SUBSCRIPTION_GRACE_PERIOD_DAYS = env.int("SUBSCRIPTION_GRACE_PERIOD_DAYS", default=7)
@@ -367,3 +372,8 @@ STORAGES["staticfiles"] = {
         "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
     )
 }
+
+# SIGTERM/SIGINT to qcluster: workers take no new task, running jobs get this
+# long (less 5 s) to finish, then are interrupted (run `interrupted`, continued
+# by the next cluster from its checkpoint); every process is gone by then.
+Q_SHUTDOWN_GRACE_SECONDS = env.float("Q_SHUTDOWN_GRACE_SECONDS", default=30)
