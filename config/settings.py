@@ -377,3 +377,14 @@ STORAGES["staticfiles"] = {
 # long (less 5 s) to finish, then are interrupted (run `interrupted`, continued
 # by the next cluster from its checkpoint); every process is gone by then.
 Q_SHUTDOWN_GRACE_SECONDS = env.float("Q_SHUTDOWN_GRACE_SECONDS", default=30)
+
+# Logs: LOG_FORMAT=text (default) is the key=value line above; json writes one
+# JSON object per line (timestamp, level, logger, message, job, run_id,
+# tenant, request_id, traceback) for a log platform to index.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOGGING["filters"]["request_id"] = {"()": "maintenance.middleware.RequestIdLogFilter"}
+LOGGING["formatters"]["json"] = {"()": "jobs.logging.JsonFormatter"}
+LOGGING["handlers"]["console"]["filters"].append("request_id")
+LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" else "structured"

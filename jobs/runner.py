@@ -33,6 +33,14 @@ from jobs.tenants import resolve
 logger = logging.getLogger(__name__)
 
 
+class SlotTaken(Exception):
+    """`run_job` for a slot that already has a run: nothing was run."""
+
+    def __init__(self, run: JobRun) -> None:
+        super().__init__(f"not run: slot already has run #{run.pk} ({run.status})")
+        self.run = run
+
+
 def stale_cutoff() -> datetime:
     return timezone.now() - timedelta(seconds=settings.JOBS_STALE_AFTER_SECONDS)
 
@@ -49,7 +57,8 @@ def run_job(
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> JobRun:
     """Run a job now, in this process. Bad name, tenant or params raise before
-    anything is recorded (ValueError/LookupError subclasses)."""
+    anything is recorded (ValueError/LookupError subclasses); a slot that
+    already has a run raises SlotTaken (that run unchanged)."""
     spec = get_job(name)
     coerced = coerce_params(spec.params, params or {})
     resolve(tenant)
@@ -63,7 +72,7 @@ def run_job(
         slot=slot,
         queue=spec.queue,
     )
-    return _claim_and_execute(spec, run, on_progress=on_progress)
+    return _claim_and_execute(spec, run, on_progress=on_progress, refuse_taken_slot=True)
 
 
 def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | None:
@@ -131,6 +140,7 @@ def _claim_and_execute(
     run: JobRun,
     *,
     on_progress: Callable[[int, int | None], None] | None = None,
+    refuse_taken_slot: bool = False,
 ) -> JobRun:
     if run.pk is None:
         try:
@@ -147,6 +157,8 @@ def _claim_and_execute(
                     existing.pk,
                     existing.status,
                 )
+                if refuse_taken_slot:
+                    raise SlotTaken(existing) from None
                 return existing
             run = taken_over
     if run.status != RunStatus.RUNNING and not _mark_running(run):

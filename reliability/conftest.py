@@ -121,7 +121,7 @@ class Cluster:
     def worker_pids(self) -> list[int]:
         """Live worker processes (django-q2 logs each one's pid when it starts)."""
         pids = [int(p) for p in re.findall(r"ready for work at (\d+)", self.log())]
-        return [pid for pid in pids if _alive(pid)]
+        return [pid for pid in pids if alive(pid)]
 
     def stop(self) -> None:
         """SIGKILL the whole process group: a drill's end needs no graceful stop,
@@ -132,7 +132,28 @@ class Cluster:
             self.process.wait(timeout=10)
 
 
-def _alive(pid: int) -> bool:
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().split(")")[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if alive(current):
+            tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(")")[-1].split()[0] != "Z"
@@ -161,7 +182,6 @@ class Clusters:
                 "REDIS_URL": settings.REDIS_URL,
                 "Q_CLUSTER_PREFIX": settings.Q_CLUSTER["name"],
                 "Q_WORKERS": "2",
-                "JOBS_SCHEDULER_POLL_SECONDS": "0.5",
                 "JOBS_HEARTBEAT_SECONDS": "1",
                 "JOBS_STALE_AFTER_SECONDS": str(STALE_AFTER_SECONDS),
                 "LOG_LEVEL": "INFO",
