@@ -388,3 +388,10 @@ LOGGING["filters"]["request_id"] = {"()": "maintenance.middleware.RequestIdLogFi
 LOGGING["formatters"]["json"] = {"()": "jobs.logging.JsonFormatter"}
 LOGGING["handlers"]["console"]["filters"].append("request_id")
 LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" else "structured"
+
+# Run history (jobs.retention, run by maintenance.cleanup): succeeded runs are
+# kept this many days, failed and partial ones longer, skipped ones (a busy
+# job's paused or overlapping slots) briefly; each job's last success always.
+JOBS_RUN_RETENTION_DAYS = env.int("JOBS_RUN_RETENTION_DAYS", default=90)
+JOBS_FAILED_RUN_RETENTION_DAYS = env.int("JOBS_FAILED_RUN_RETENTION_DAYS", default=365)
+JOBS_SKIPPED_RUN_RETENTION_DAYS = env.int("JOBS_SKIPPED_RUN_RETENTION_DAYS", default=7)
