@@ -395,3 +395,28 @@ LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" els
 JOBS_RUN_RETENTION_DAYS = env.int("JOBS_RUN_RETENTION_DAYS", default=90)
 JOBS_FAILED_RUN_RETENTION_DAYS = env.int("JOBS_FAILED_RUN_RETENTION_DAYS", default=365)
 JOBS_SKIPPED_RUN_RETENTION_DAYS = env.int("JOBS_SKIPPED_RUN_RETENTION_DAYS", default=7)
+
+# The cache and the broker live in different Redis databases, so flushing one
+# (a broker restarted empty, a cache cleared) never empties the other.
+# CACHE_REDIS_URL defaults to REDIS_URL's database + 1 (mod 16).
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402
+from urllib.parse import urlunsplit as _urlunsplit  # noqa: E402
+
+
+def _next_redis_db(url: str) -> str:
+    parts = _urlsplit(url)
+    db = int(parts.path.strip("/") or 0)
+    return _urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+
+
+CACHE_REDIS_URL = env("CACHE_REDIS_URL", default="") or (
+    _next_redis_db(REDIS_URL) if REDIS_URL else ""
+)
+if CACHE_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="backoffice"),
+        }
+    }
