@@ -188,9 +188,9 @@ def _graceful_sentinel(base: type) -> type:
 
             grace = grace_seconds()
             began = time.monotonic()
-            interrupt_at = began + max(grace - INTERRUPT_HEADROOM, grace / 2)
-            kill_at = began + grace - 1.5  # then the monitor has until grace - 0.5
-            monitor_until = began + grace - 0.5
+            interrupt_at = began + max(grace - INTERRUPT_HEADROOM, grace * 0.5)
+            kill_at = began + max(grace - 1.5, grace * 0.8)  # then the monitor's turn
+            monitor_until = began + max(grace - 0.5, grace * 0.95)
             logger.info(
                 "stopping: workers take no new tasks; running jobs have %.0f s, then are "
                 "interrupted and continued by the next cluster",

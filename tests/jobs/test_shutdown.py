@@ -192,3 +192,16 @@ def test_a_lost_continuation_of_an_interrupted_run_is_sent_again(settings, steps
     run_queued_tasks()
     assert JobRun.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
     assert len(steps_job) == 5
+
+
+def test_the_admin_shows_a_re_enqueue_on_the_runs_actions(settings, register_job, admin_client):
+    register_job("tests.accepted_admin")(lambda ctx: {})
+    settings.JOBS_QUEUED_LOST_AFTER_SECONDS = 60
+    run, _ = enqueue_run("tests.accepted_admin", trigger=Trigger.API, triggered_by="api")
+    get_broker().purge_queue()
+    age(run, 61)
+    requeue_lost_runs()
+    page = admin_client.get("/admin/jobs/jobaction/", {"q": "tests.accepted_admin"})
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "re-enqueued" in text and f"#{run.pk}" in text
