@@ -6,11 +6,13 @@ stopping cleanly on SIGTERM. `bin/web` is driven in tests/browser, `bin/worker`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,93 @@ def test_bin_serve_stops_web_and_cluster_on_sigterm(deployment):
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["SIGTERM to the main process", "SIGTERM to the process group", "SIGINT (Ctrl-C)"],
+)
+def test_bin_worker_stops_within_the_grace(deployment, how):
+    env = {**deployment, "Q_WORKERS": "2", "Q_SHUTDOWN_GRACE_SECONDS": "6", "LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [str(BASE_DIR / "bin" / "worker")],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "running." not in seen and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert "running." in seen, seen[-2000:]
+        began = time.monotonic()
+        if how.startswith("SIGINT"):
+            process.send_signal(signal.SIGINT)
+        elif "group" in how:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        took = time.monotonic() - began
+        leftovers = subprocess.run(
+            ["pgrep", "-s", str(process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert leftovers == [], output[-2000:]
+        assert took < 6 + 1, output[-2000:]
+        assert "has stopped" in output, output[-2000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_bin_web_with_json_logs_writes_only_json_lines(deployment, tmp_path):
+    port = free_port()
+    env = {
+        **deployment,
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "GUNICORN_ACCESS_LOG": "true",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    run(env, "collectstatic")
+    process = subprocess.Popen(
+        [str(BASE_DIR / "bin" / "web")],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    status = None
+    try:
+        deadline = time.monotonic() + 60
+        while status is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/admin/login/", timeout=2
+                ) as r:
+                    status = r.status
+            except OSError:
+                time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert status == 200, output[-2000:]
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    messages = " | ".join(r["message"] for r in records)
+    assert "Listening at" in messages and "Shutting down: Master" in messages
+    assert any(r["logger"] == "gunicorn.access" for r in records)  # the request, as JSON
+    assert all({"timestamp", "level", "logger", "message"} <= set(r) for r in records)
