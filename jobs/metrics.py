@@ -243,8 +243,9 @@ class JobsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = _families()
         try:
-            fold_finished_runs()
-            self._collect(families)
+            if not self._collect(families):
+                fold_finished_runs()
+                self._collect(families)
         except Exception:
             logger.exception("job metrics could not be read")
             families = {"scrape_error": _families()["scrape_error"]}
@@ -253,7 +254,9 @@ class JobsCollector(Collector):
             families["scrape_error"].add_metric([], 0)
         yield from families.values()
 
-    def _collect(self, families: dict[str, Metric]) -> None:
+    def _collect(self, families: dict[str, Metric]) -> bool:
+        """Fill the families; False (nothing filled) when the totals are due a
+        fold first: once an hour, and on the first scrape after deploying."""
         with transaction.atomic():
             if connection.vendor == "postgresql" and not _in_outer_transaction():
                 # One snapshot for the totals and the live rows, so a fold
@@ -262,6 +265,8 @@ class JobsCollector(Collector):
                     cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             mark = MetricsWatermark.objects.filter(pk=1).first()
             since = mark.folded_until if mark else EPOCH
+            if since < fold_target(timezone.now()):
+                return False  # the caller folds first, then reads again
             jobs: dict[str, _JobSums] = {spec.name: _JobSums() for spec in all_jobs()}
             for totals in JobRunTotals.objects.all():
                 jobs.setdefault(totals.job, _JobSums()).add(totals.status, totals, live=False)
@@ -282,6 +287,7 @@ class JobsCollector(Collector):
             self._collect_schedules(families)
             for beat in ClusterHeartbeat.objects.order_by("cluster"):
                 families["heartbeat"].add_metric([beat.cluster], beat.seen_at.timestamp())
+        return True
 
     @staticmethod
     def _add_jobs(
