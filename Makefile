@@ -6,8 +6,12 @@ PORT ?= 8000
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_bench
 PG_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice
 PG_TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+# The cache gets a Redis database of its own (the default would be the broker's + 1).
+PG_TEST_CACHE_REDIS_URL ?= redis://127.0.0.1:6379/3
 RELIABILITY_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backoffice_reliability
 RELIABILITY_REDIS_URL ?= redis://127.0.0.1:6379/2
+RELIABILITY_CACHE_REDIS_URL ?= redis://127.0.0.1:6379/4
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/5
 
 .PHONY: run setup test test-pg test-dates reliability lint format bench clean
 
@@ -41,7 +45,8 @@ test: $(VENV)/.dev
 
 # The same suite on PostgreSQL with the Redis broker (what .ci/run also does).
 test-pg: $(VENV)/.dev
-	DATABASE_URL=$(PG_TEST_DATABASE_URL) REDIS_URL=$(PG_TEST_REDIS_URL) $(PY) -m pytest
+	DATABASE_URL=$(PG_TEST_DATABASE_URL) REDIS_URL=$(PG_TEST_REDIS_URL) \
+	  CACHE_REDIS_URL=$(PG_TEST_CACHE_REDIS_URL) $(PY) -m pytest
 
 # The suite again at three pinned moments (tests/clock.py): a 28-day
 # February's end, a 31-day month's end with the machine in another time zone,
@@ -64,6 +69,7 @@ reliability: $(VENV)/.dev
 	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" && \
 	  for _ in $$(seq 30); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 1; done; }
 	DATABASE_URL=$(RELIABILITY_DATABASE_URL) REDIS_URL=$(RELIABILITY_REDIS_URL) \
+	  CACHE_REDIS_URL=$(RELIABILITY_CACHE_REDIS_URL) \
 	  $(PY) -m pytest reliability -s -p no:cacheprovider
 
 lint: $(VENV)/.dev
@@ -75,7 +81,7 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 
 bench: $(VENV)/.dev
-	DATABASE_URL=$(BENCH_DATABASE_URL) $(PY) -m bench
+	DATABASE_URL=$(BENCH_DATABASE_URL) BENCH_REDIS_URL=$(BENCH_REDIS_URL) $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* .pytest_cache

@@ -193,13 +193,18 @@ JOBS_OVERDUE_GRACE_SECONDS = env.int("JOBS_OVERDUE_GRACE_SECONDS", default=300)
 JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
     "JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS", default=180
 )
-# django-q2's sentinel looks for due schedules every 30 s; above 0, each cluster
-# also does every this many seconds, so schedules finer than 30 s (6-field cron
-# with seconds) fire at every slot and minute schedules start on time.
-JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=0)
+# django-q2's sentinel looks for due schedules every 30 s (a minute slot then
+# starts ~19 s late on average); each cluster also does every this many seconds
+# (one SELECT of due schedules), so slots start within ~1 s and schedules
+# finer than 30 s (6-field cron with seconds) fire at every slot. 0: off.
+JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=1)
 # A fanned-out chunk whose worker died is claimed again after this (renewed
 # while its worker lives), so it bounds how long a crash delays the run.
 JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)
+# A queued (or interrupted) run no cluster has taken this long after its task
+# was sent is sent again: its task was lost (a broker restarted without
+# persistence). Runs once per run even with several clusters (jobs.enqueue).
+JOBS_QUEUED_LOST_AFTER_SECONDS = env.int("JOBS_QUEUED_LOST_AFTER_SECONDS", default=300)
 
 # /metrics (jobs.metrics_access): a bearer token, or a port of its own
 # (django-prometheus's exporter, loopback unless told otherwise), or public.
@@ -248,7 +253,6 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
 LOGIN_URL = "admin:login"
@@ -441,3 +445,66 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "invoices": _INVOICE_STORAGE,
 }
+
+# --- Production runtime (web server, static files, shutdown, logs, history) ---
+# whitenoise serves `collectstatic`'s output from the WSGI app itself (gunicorn
+# in production): hashed names with far-future cache headers, gzip/brotli
+# copies. In DEBUG it serves straight from the apps' static dirs.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "static")
+STORAGES["staticfiles"] = {
+    "BACKEND": env(
+        "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
+    )
+}
+
+# SIGTERM/SIGINT to qcluster: workers take no new task, running jobs get this
+# long (less 5 s) to finish, then are interrupted (run `interrupted`, continued
+# by the next cluster from its checkpoint); every process is gone by then.
+Q_SHUTDOWN_GRACE_SECONDS = env.float("Q_SHUTDOWN_GRACE_SECONDS", default=30)
+
+# Logs: LOG_FORMAT=text (default) is the key=value line above; json writes one
+# JSON object per line (timestamp, level, logger, message, job, run_id,
+# tenant, request_id, traceback) for a log platform to index.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+LOGGING["filters"]["request_id"] = {"()": "maintenance.middleware.RequestIdLogFilter"}
+LOGGING["formatters"]["json"] = {"()": "jobs.logging.JsonFormatter"}
+LOGGING["handlers"]["console"]["filters"].append("request_id")
+LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" else "structured"
+
+# Run history (jobs.retention, run by maintenance.cleanup): succeeded runs are
+# kept this many days, failed and partial ones longer, skipped ones (a busy
+# job's paused or overlapping slots) briefly; each job's last success always.
+JOBS_RUN_RETENTION_DAYS = env.int("JOBS_RUN_RETENTION_DAYS", default=90)
+JOBS_FAILED_RUN_RETENTION_DAYS = env.int("JOBS_FAILED_RUN_RETENTION_DAYS", default=365)
+JOBS_SKIPPED_RUN_RETENTION_DAYS = env.int("JOBS_SKIPPED_RUN_RETENTION_DAYS", default=7)
+
+# The cache and the broker live in different Redis databases, so flushing one
+# (a broker restarted empty, a cache cleared) never empties the other.
+# CACHE_REDIS_URL defaults to REDIS_URL's database + 1 (mod 16).
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402
+from urllib.parse import urlunsplit as _urlunsplit  # noqa: E402
+
+
+def _next_redis_db(url: str) -> str:
+    parts = _urlsplit(url)
+    db = int(parts.path.strip("/") or 0)
+    return _urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+
+
+CACHE_REDIS_URL = env("CACHE_REDIS_URL", default="") or (
+    _next_redis_db(REDIS_URL) if REDIS_URL else ""
+)
+if CACHE_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="backoffice"),
+        }
+    }

@@ -18,6 +18,10 @@ os.environ.setdefault("JOBS_API_RATE_LIMIT_PER_MINUTE", "0")
 os.environ.setdefault("METRICS_PUBLIC", "true")
 # Tests drive heartbeats by hand; a background thread would race them.
 os.environ.setdefault("JOBS_HEARTBEAT_SECONDS", "0")
+# No collectstatic before tests: the manifest storage is for production.
+os.environ.setdefault(
+    "STATICFILES_BACKEND", "django.contrib.staticfiles.storage.StaticFilesStorage"
+)
 
 from config.settings import *  # noqa: F403
 

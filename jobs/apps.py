@@ -6,7 +6,9 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
-        from jobs import checks, scheduler_tick, task_guard  # noqa: F401 - registers the checks
+        # Imported here: django_q.cluster sets Django up on import, so it can
+        # only be loaded once the app registry is ready.
+        from jobs import checks, cluster, task_guard  # noqa: F401 - registers the checks
 
-        scheduler_tick.install()
+        cluster.install()
         task_guard.install()

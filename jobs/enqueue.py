@@ -7,10 +7,13 @@ django-q2's Schedule rows and `jobs.runner.run_scheduled`.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -93,7 +96,7 @@ def enqueue_run(
                 run=run,
                 detail=detail,
             )
-            transaction.on_commit(lambda: _send(spec, run))
+            transaction.on_commit(lambda: send_run(spec, run))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won
             return (
@@ -139,8 +142,9 @@ def _action_name(*, rerun_of: JobRun | None, only_items: list[str] | None, dry_r
     return "dry_run" if dry_run else "run"
 
 
-def _send(spec: JobSpec, run: JobRun) -> None:
-    """Enqueue the committed run; a broker that refuses fails the run, on record."""
+def send_run(spec: JobSpec, run: JobRun) -> None:
+    """Hand the committed run's task to the broker. A broker that refuses fails
+    a queued run, on record (an interrupted one waits for the lost-task sweep)."""
     try:
         task_id = async_task(
             "jobs.runner.execute_queued",
@@ -150,14 +154,17 @@ def _send(spec: JobSpec, run: JobRun) -> None:
         )
     except Exception as exc:
         logger.exception("could not enqueue run #%s", run.pk)
+        if run.status == RunStatus.INTERRUPTED:
+            return
         error = f"could not enqueue: broker unreachable ({type(exc).__name__}: {exc})"
         JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.FAILED, error=error, finished_at=timezone.now()
         )
         run.status, run.error = RunStatus.FAILED, error
         return
-    JobRun.objects.filter(pk=run.pk).update(task_id=task_id or "")
-    run.task_id = task_id or ""
+    now = timezone.now()
+    JobRun.objects.filter(pk=run.pk).update(task_id=task_id or "", enqueued_at=now)
+    run.task_id, run.enqueued_at = task_id or "", now
 
 
 def rerun(run: JobRun, *, actor: str, trigger: str, failed_items_only: bool = False) -> JobRun:
@@ -181,3 +188,62 @@ def rerun(run: JobRun, *, actor: str, trigger: str, failed_items_only: bool = Fa
         only_items=only,
     )
     return new_run
+
+
+def requeue_lost_runs(*, limit: int = 100) -> list[int]:
+    """Send again the tasks of runs still waiting JOBS_QUEUED_LOST_AFTER_SECONDS
+    after their task was sent (queued ones, and interrupted ones waiting to be
+    continued): a broker that restarted without persistence lost them, and a
+    run the service accepted must run. Each is claimed by one caller only (a
+    conditional UPDATE of `enqueued_at`), so several clusters sweeping at once
+    send it once; should the old task turn up after all, the run still runs
+    once (`jobs.runner._mark_running`). Recorded as a "re-enqueued" JobAction.
+    Returns the ids sent again."""
+    lost_after = settings.JOBS_QUEUED_LOST_AFTER_SECONDS
+    if lost_after <= 0:
+        return []
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=lost_after)
+    waiting = (
+        JobRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.INTERRUPTED])
+        .annotate(sent_at=Coalesce("enqueued_at", "created_at"))
+        .filter(sent_at__lt=cutoff)
+        .order_by("sent_at")[:limit]
+    )
+    requeued = []
+    for run in waiting:
+        same_sending = (
+            Q(enqueued_at=run.enqueued_at) if run.enqueued_at else Q(enqueued_at__isnull=True)
+        )
+        with transaction.atomic():
+            claimed = JobRun.objects.filter(same_sending, pk=run.pk, status=run.status).update(
+                enqueued_at=now
+            )
+            if not claimed:
+                continue  # another cluster sent it, or a worker took it
+            JobAction.objects.create(
+                actor="platform",
+                action="re-enqueued",
+                job=run.job,
+                run=run,
+                detail={
+                    "status": run.status,
+                    "waited_seconds": round((now - run.sent_at).total_seconds()),
+                    "previous_task_id": run.task_id,
+                },
+            )
+        try:
+            spec = get_job(run.job)
+        except LookupError:
+            logger.error("run #%s names unknown job %r; not re-enqueued", run.pk, run.job)
+            continue
+        logger.warning(
+            "run #%s (%s) waited %.0f s with no cluster taking it: task re-enqueued",
+            run.pk,
+            run.status,
+            (now - run.sent_at).total_seconds(),
+        )
+        run.enqueued_at = now
+        send_run(spec, run)
+        requeued.append(run.pk)
+    return requeued

@@ -43,6 +43,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from jobs import shutdown
 from jobs.context import COUNT_FIELDS, JobContext
 from jobs.logging import job_log_context
 from jobs.models import ChunkStatus, JobChunk, JobRun, RunStatus
@@ -326,7 +327,19 @@ def process_chunk(
         chunk_ctx.item_failed(f"chunk:{chunk.index}", error)
     else:
         try:
-            summary = dict(func(chunk_ctx, list(chunk.items)) or {})
+            with shutdown.interruptible():
+                summary = dict(func(chunk_ctx, list(chunk.items)) or {})
+        except shutdown.ShutdownInterrupt:
+            # Its cluster is stopping: the chunk goes back to pending at once
+            # (not after its lease), to be redone whole by whoever continues.
+            JobChunk.objects.filter(pk=chunk.pk, claimed_by=worker).update(
+                status=ChunkStatus.PENDING,
+                claimed_by="",
+                lease_until=None,
+                attempts=F("attempts") - 1,  # not a crash: no attempt used up
+            )
+            logger.warning("chunk %s of run #%s released: cluster stopping", chunk.index, run.pk)
+            raise
         except Exception as exc:
             status = ChunkStatus.FAILED
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"

@@ -23,6 +23,9 @@ class RunStatus(models.TextChoices):
     PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
+    # Its cluster shut down before it finished: waiting for the next cluster
+    # to continue it from its checkpoint (jobs.cluster, jobs.runner).
+    INTERRUPTED = "interrupted", "Interrupted"
 
 
 FINISHED_STATUSES = (
@@ -50,7 +53,7 @@ class JobRun(models.Model):
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     triggered_by = models.CharField(max_length=150, blank=True, default="")
     slot = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     queue = models.CharField(max_length=50, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -67,6 +70,9 @@ class JobRun(models.Model):
     error = models.TextField(blank=True, default="")
     checkpoint = models.JSONField(null=True, blank=True)
     task_id = models.CharField(max_length=64, blank=True, default="")
+    # When its task was last handed to the broker (queued and interrupted
+    # runs): one not taken by then + JOBS_QUEUED_LOST_AFTER_SECONDS is sent again.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
@@ -97,6 +103,8 @@ class JobRun(models.Model):
         indexes = [
             models.Index(fields=["job", "status", "-finished_at"]),
             models.Index(fields=["status", "heartbeat_at"]),
+            # /metrics reads the recent runs live and the rest from JobRunTotals.
+            models.Index(fields=["finished_at"], name="jobrun_finished_at_idx"),
         ]
         permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
 
@@ -292,3 +300,41 @@ class ApiKey(models.Model):
     def prefix(self) -> str:
         """What may be shown and searched for: the key up to its secret part."""
         return f"bo_live_{self.lookup}"
+
+
+class JobRunTotals(models.Model):
+    """Finished runs folded into running totals, per job and status (dry runs
+    left out), so `/metrics` costs the same whatever the history and deleting
+    old runs (retention) never lowers a counter. Written only by
+    jobs.metrics.fold_finished_runs; `MetricsWatermark` says up to when."""
+
+    job = models.CharField(max_length=100)
+    status = models.CharField(max_length=12, choices=RunStatus.choices)
+    runs = models.BigIntegerField(default=0)
+    processed = models.BigIntegerField(default=0)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    skipped = models.BigIntegerField(default=0)
+    timed = models.BigIntegerField(default=0)  # runs with a start and an end
+    duration_seconds = models.FloatField(default=0.0)
+    # Cumulative counts of runs at most jobs.metrics.DURATION_BUCKETS[i] long.
+    duration_buckets = models.JSONField(default=list)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "job run totals"
+        constraints = [
+            models.UniqueConstraint(fields=["job", "status"], name="jobruntotals_one_per_status")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.status}: {self.runs}"
+
+
+class MetricsWatermark(models.Model):
+    """One row: runs finished before `folded_until` are in JobRunTotals."""
+
+    folded_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"folded until {self.folded_until:%Y-%m-%d %H:%M}"

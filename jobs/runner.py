@@ -21,14 +21,24 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from jobs import shutdown
 from jobs.context import JobAborted, JobContext
+from jobs.enqueue import send_run
 from jobs.logging import job_log_context
-from jobs.models import JobRun, RunStatus, ScheduleState, Trigger
+from jobs.models import JobAction, JobRun, RunStatus, ScheduleState, Trigger
 from jobs.params import coerce_params, params_to_json
 from jobs.registry import JobSpec, get_job
 from jobs.tenants import resolve
 
 logger = logging.getLogger(__name__)
+
+
+class SlotTaken(Exception):
+    """`run_job` for a slot that already has a run: nothing was run."""
+
+    def __init__(self, run: JobRun) -> None:
+        super().__init__(f"not run: slot already has run #{run.pk} ({run.status})")
+        self.run = run
 
 
 def stale_cutoff() -> datetime:
@@ -47,7 +57,8 @@ def run_job(
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> JobRun:
     """Run a job now, in this process. Bad name, tenant or params raise before
-    anything is recorded (ValueError/LookupError subclasses)."""
+    anything is recorded (ValueError/LookupError subclasses); a slot that
+    already has a run raises SlotTaken (that run unchanged)."""
     spec = get_job(name)
     coerced = coerce_params(spec.params, params or {})
     resolve(tenant)
@@ -61,7 +72,7 @@ def run_job(
         slot=slot,
         queue=spec.queue,
     )
-    return _claim_and_execute(spec, run, on_progress=on_progress)
+    return _claim_and_execute(spec, run, on_progress=on_progress, refuse_taken_slot=True)
 
 
 def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | None:
@@ -95,10 +106,21 @@ def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | 
     return _claim_and_execute(spec, run).pk
 
 
+WAITING_STATUSES = (RunStatus.QUEUED, RunStatus.INTERRUPTED)
+INTERRUPTED_ERROR = (
+    "interrupted: its cluster shut down before the run finished (SIGTERM, "
+    "Q_SHUTDOWN_GRACE_SECONDS); the next cluster continues it from its checkpoint"
+)
+
+
 def execute_queued(run_id: int) -> int:
-    """django-q2 task target for runs enqueued by the admin or the API."""
-    run = JobRun.objects.get(pk=run_id)
-    if run.status != RunStatus.QUEUED:
+    """django-q2 task target for runs enqueued by the admin or the API, and for
+    interrupted runs handed to the next cluster (continued, not restarted)."""
+    run = JobRun.objects.filter(pk=run_id).first()
+    if run is None:
+        logger.info("run %s no longer exists; nothing run", run_id)
+        return run_id
+    if run.status not in WAITING_STATUSES:
         logger.info("run %s is %s, not queued; not run again", run_id, run.status)
         return run.pk
     return _claim_and_execute(get_job(run.job), run).pk
@@ -118,6 +140,7 @@ def _claim_and_execute(
     run: JobRun,
     *,
     on_progress: Callable[[int, int | None], None] | None = None,
+    refuse_taken_slot: bool = False,
 ) -> JobRun:
     if run.pk is None:
         try:
@@ -134,6 +157,8 @@ def _claim_and_execute(
                     existing.pk,
                     existing.status,
                 )
+                if refuse_taken_slot:
+                    raise SlotTaken(existing) from None
                 return existing
             run = taken_over
     if run.status != RunStatus.RUNNING and not _mark_running(run):
@@ -158,17 +183,20 @@ def _take_over_abandoned_slot(run: JobRun) -> JobRun | None:
 
 
 def _mark_running(run: JobRun) -> bool:
-    """Claim a queued run: move it to running. False if another worker claimed
-    it first (a redelivered task), or if another run of the same job and
-    tenant holds the running slot (then this run is recorded as skipped)."""
+    """Claim a queued (or interrupted) run: move it to running. False if another
+    worker claimed it first (a redelivered task), or if another run of the same
+    job and tenant holds the running slot (then a queued run is recorded as
+    skipped; an interrupted one waits, and is sent again later)."""
     for _ in range(2):
         now = timezone.now()
+        continuing = run.status == RunStatus.INTERRUPTED
         try:
             with transaction.atomic():
-                claimed = JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                claimed = JobRun.objects.filter(pk=run.pk, status=run.status).update(
                     status=RunStatus.RUNNING,
-                    started_at=now,
+                    started_at=run.started_at if continuing else now,
                     heartbeat_at=now,
+                    finished_at=None,
                     attempts=F("attempts") + 1,
                 )
         except IntegrityError:
@@ -179,6 +207,14 @@ def _mark_running(run: JobRun) -> bool:
             )
             if holder and _fail_if_abandoned(holder):
                 continue
+            if continuing:
+                logger.info(
+                    "interrupted run #%s waits: run #%s of %s is running",
+                    run.pk,
+                    holder.pk if holder else "?",
+                    run.job,
+                )
+                return False
             reason = (
                 f"already running: run #{holder.pk} "
                 f"started {holder.started_at:%Y-%m-%d %H:%M:%S} UTC"
@@ -250,6 +286,7 @@ def _execute(
     with job_log_context(job=run.job, run_id=run.pk, tenant=run.tenant):
         status, error, summary = RunStatus.FAILED, "", {}
         ctx = None
+        interrupted = False
         heartbeat = _Heartbeat(run.pk)
         try:
             params = coerce_params(spec.params, run.params)
@@ -262,7 +299,8 @@ def _execute(
             )
             logger.info("started (%s by %s)", run.trigger, run.triggered_by or "-")
             heartbeat.start()
-            result = spec.func(ctx, **params)
+            with shutdown.interruptible():
+                result = spec.func(ctx, **params)
             summary = dict(result or {})
             status = RunStatus.PARTIAL if ctx.counts["failed"] else RunStatus.SUCCEEDED
         except JobAborted as exc:
@@ -271,16 +309,22 @@ def _execute(
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
             logger.exception("failed")
+        except shutdown.ShutdownInterrupt:
+            interrupted, status, error = True, RunStatus.INTERRUPTED, INTERRUPTED_ERROR
+            logger.warning("interrupted at shutdown; handed to the next cluster")
         finally:
             heartbeat.stop()
             counts = ctx.counts if ctx else {}
             JobRun.objects.filter(pk=run.pk).update(
                 status=status,
-                finished_at=timezone.now(),
+                finished_at=None if interrupted else timezone.now(),
                 error=error,
                 summary=_jsonable(summary),
                 **counts,
             )
+        if interrupted:
+            _hand_to_next_cluster(spec, run)
+            raise shutdown.ShutdownInterrupt()
         run.refresh_from_db()
         logger.info(
             "finished %s: processed=%s succeeded=%s failed=%s skipped=%s",
@@ -291,6 +335,25 @@ def _execute(
             run.skipped,
         )
         return run
+
+
+def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:
+    """Record the interruption and enqueue the run's continuation: whichever
+    cluster takes the task continues the same run (its slot) from its
+    checkpoint, once (`_mark_running`). Should the task be lost, the platform
+    sends it again after JOBS_QUEUED_LOST_AFTER_SECONDS (jobs.enqueue)."""
+    run.refresh_from_db()
+    JobAction.objects.create(
+        actor="cluster",
+        action="interrupted",
+        job=run.job,
+        run=run,
+        detail={
+            "grace_seconds": settings.Q_SHUTDOWN_GRACE_SECONDS,
+            "checkpoint": run.checkpoint is not None,
+        },
+    )
+    send_run(spec, run)
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,82 +1,86 @@
-"""A faster scheduler tick for django-q2 clusters (JOBS_SCHEDULER_POLL_SECONDS).
+"""The platform's tick inside each cluster's sentinel (started by jobs.cluster).
 
-django-q2's sentinel runs its scheduler every 30 s, hard-coded in its guard
-loop. A schedule finer than that (6-field cron such as `*/5 * * * * *`) then
-fires only every 30 s and, with `catch_up` off, its other slots are skipped;
-a minute schedule starts up to 30 s late. With JOBS_SCHEDULER_POLL_SECONDS
-above 0, each cluster's sentinel also runs the same scheduler from a thread
-that often.
+* Every JOBS_SCHEDULER_POLL_SECONDS (default 1) it runs django-q2's
+  scheduler, whose own call comes only every 30 s (hard-coded in its guard
+  loop): a minute slot would start ~19 s late on average and a schedule finer
+  than 30 s (6-field cron such as `*/5 * * * * *`) would skip slots. When
+  nothing is due, a tick is one `SELECT ... FOR UPDATE` of due Schedule rows.
+* Every SWEEP_SECONDS it sends again the tasks of queued and interrupted runs
+  that no cluster took within JOBS_QUEUED_LOST_AFTER_SECONDS
+  (`jobs.enqueue.requeue_lost_runs`): a broker restarted without persistence
+  loses them.
 
 Overlapping ticks (this thread, the guard's own call, other clusters) are
 safe: the scheduler takes due Schedule rows with `SELECT ... FOR UPDATE` and
-advances `next_run` in the same transaction, and the JobRun slot constraint
-refuses a second run of a slot anyway.
+advances `next_run` in the same transaction, the JobRun slot constraint
+refuses a second run of a slot anyway, and a lost run is sent again by one
+cluster only (a conditional UPDATE).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
-
-def install() -> bool:
-    """Make django-q2 start sentinels that tick their scheduler every
-    JOBS_SCHEDULER_POLL_SECONDS. False (nothing changed) when that is 0."""
-    interval = float(settings.JOBS_SCHEDULER_POLL_SECONDS or 0)
-    if interval <= 0:
-        return False
-    from django_q import cluster
-
-    if getattr(cluster.Sentinel, "jobs_scheduler_tick", False):
-        return True
-    cluster.Sentinel = _polling_sentinel(cluster.Sentinel)
-    return True
-
-
-def _polling_sentinel(base: type) -> type:
-    class PollingSentinel(base):  # type: ignore[misc, valid-type]
-        jobs_scheduler_tick = True
-
-        def guard(self) -> None:
-            from django_q.conf import Conf
-
-            if Conf.SCHEDULER:
-                SchedulerTicker(
-                    interval=float(settings.JOBS_SCHEDULER_POLL_SECONDS),
-                    stop_event=self.stop_event,
-                    broker=self.broker,
-                ).start()
-            super().guard()
-
-    PollingSentinel.__name__ = PollingSentinel.__qualname__ = "PollingSentinel"
-    return PollingSentinel
+SWEEP_SECONDS = 15.0
 
 
 class SchedulerTicker(threading.Thread):
-    """Runs django-q2's scheduler every `interval` seconds until `stop_event`."""
+    """Runs django-q2's scheduler every `interval` seconds (0: never) and the
+    lost-run sweep every `sweep_interval` seconds, until `stop_event`."""
 
-    def __init__(self, *, interval: float, stop_event: Any, broker: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float,
+        stop_event: Any,
+        broker: Any = None,
+        sweep_interval: float | None = None,
+    ) -> None:
         super().__init__(name="jobs-scheduler-tick", daemon=True)
         self.interval = interval
         self.stop_event = stop_event
         self.broker = broker
+        if sweep_interval is None:
+            lost_after = float(settings.JOBS_QUEUED_LOST_AFTER_SECONDS)
+            sweep_interval = min(SWEEP_SECONDS, max(lost_after / 4, 0.5)) if lost_after > 0 else 0
+        self.sweep_interval = sweep_interval
         self.ticks = 0
+        self.sweeps = 0
 
     def run(self) -> None:
         from django_q.scheduler import scheduler
 
+        from jobs.enqueue import requeue_lost_runs
+
+        wait = min((x for x in (self.interval, self.sweep_interval) if x > 0), default=0)
+        if wait <= 0:
+            return
+        next_sweep = time.monotonic() + self.sweep_interval
         try:
-            while not self.stop_event.wait(self.interval):
-                try:
-                    scheduler(broker=self.broker)
-                except Exception:  # django-q2 logs its own; a tick must not end the thread
-                    logger.exception("scheduler tick failed")
-                self.ticks += 1
+            while not self.stop_event.wait(wait):
+                if self.interval > 0:
+                    try:
+                        scheduler(broker=self.broker)
+                    except Exception:  # django-q2 logs its own; a tick must not end the thread
+                        logger.exception("scheduler tick failed")
+                    self.ticks += 1
+                if self.sweep_interval > 0 and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + self.sweep_interval
+                    try:
+                        # A long-lived thread: drop a connection the database closed
+                        # (a restart) or that is past CONN_MAX_AGE before using it.
+                        close_old_connections()
+                        requeue_lost_runs()
+                    except Exception:  # the database may be restarting; next sweep
+                        logger.exception("lost-run sweep failed")
+                    self.sweeps += 1
         finally:
             connection.close()

@@ -25,7 +25,7 @@ from django.db.models import Exists, ExpressionWrapper, OuterRef, Q
 from django.utils.module_loading import import_string
 from django_q.models import Task
 
-from jobs.models import FINISHED_STATUSES, JobRun
+from jobs import retention as run_retention
 from notifications.models import EmailStatus, OutboundEmail
 
 SAMPLE_SIZE = 20  # names a dry run lists per category
@@ -101,27 +101,10 @@ def sessions(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryResult
 def idempotency_keys(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryResult:
     """API idempotency keys of finished runs older than
     API_IDEMPOTENCY_KEY_RETENTION_DAYS are cleared; the runs are kept. A
-    client retrying after that gets a new run, as the API documents."""
-    days = settings.API_IDEMPOTENCY_KEY_RETENTION_DAYS
-    cutoff = now - timedelta(days=days)
-    queryset = JobRun.objects.filter(
-        idempotency_key__isnull=False, created_at__lt=cutoff, status__in=FINISHED_STATUSES
-    )
-    detail = {"retention_days": days, "cutoff": cutoff.isoformat()}
-    if dry_run:
-        sample = [
-            f"run #{pk}"
-            for pk in queryset.order_by("pk").values_list("pk", flat=True)[:SAMPLE_SIZE]
-        ]
-        return CategoryResult(removed=queryset.count(), sample=sample, detail=detail)
-    cleared = 0
-    while True:
-        with transaction.atomic():
-            pks = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
-            cleared += JobRun.objects.filter(pk__in=pks).update(idempotency_key=None)
-        if len(pks) < batch_size:
-            break
-    return CategoryResult(removed=cleared, detail=detail)
+    client retrying after that gets a new run, as the API documents. Through
+    the jobs platform's service (it owns JobRun)."""
+    purged = run_retention.clear_idempotency_keys(now=now, dry_run=dry_run, batch_size=batch_size)
+    return CategoryResult(removed=purged.removed, sample=purged.sample, detail=purged.detail)
 
 
 def usage_events(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryResult:
@@ -210,6 +193,15 @@ def invoice_pdfs(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryRe
     return CategoryResult(removed=len(orphans), detail=detail)
 
 
+def job_runs(*, now: datetime, dry_run: bool, batch_size: int) -> CategoryResult:
+    """Job runs past their retention, through the jobs platform's own service
+    (jobs.retention; this app never writes JobRun rows itself)."""
+    purged = run_retention.purge_job_runs(now=now, dry_run=dry_run, batch_size=batch_size)
+    return CategoryResult(
+        removed=purged.removed, skipped=purged.skipped, sample=purged.sample, detail=purged.detail
+    )
+
+
 Category = Callable[..., CategoryResult]
 
 # The order the job runs them in; each is isolated from the others' failures.
@@ -220,4 +212,5 @@ CATEGORIES: dict[str, Category] = {
     "task_results": task_results,
     "sessions": sessions,
     "idempotency_keys": idempotency_keys,
+    "job_runs": job_runs,
 }

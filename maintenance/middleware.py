@@ -8,6 +8,7 @@ is echoed in the response's `X-Request-ID`.
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,14 @@ _current: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", def
 def current_request_id() -> str:
     """The id of the request being served, or "" outside a request."""
     return _current.get()
+
+
+class RequestIdLogFilter(logging.Filter):
+    """Puts the request id on every log record (`request_id`, "-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _current.get() or "-"
+        return True
 
 
 class RequestIdMiddleware:

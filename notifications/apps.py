@@ -5,8 +5,10 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
+        from jobs.metrics import register_metric_source
         from jobs.panels import register_panel
         from notifications import jobs  # noqa: F401 - registers this app's jobs
+        from notifications.metrics import outbox_metrics
         from notifications.selectors import status_counts
 
         register_panel(
@@ -14,3 +16,4 @@ class NotificationsConfig(AppConfig):
             status_counts,
             url_name="admin:notifications_outboundemail_changelist",
         )
+        register_metric_source(outbox_metrics)

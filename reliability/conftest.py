@@ -12,9 +12,12 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -121,7 +124,7 @@ class Cluster:
     def worker_pids(self) -> list[int]:
         """Live worker processes (django-q2 logs each one's pid when it starts)."""
         pids = [int(p) for p in re.findall(r"ready for work at (\d+)", self.log())]
-        return [pid for pid in pids if _alive(pid)]
+        return [pid for pid in pids if alive(pid)]
 
     def stop(self) -> None:
         """SIGKILL the whole process group: a drill's end needs no graceful stop,
@@ -132,7 +135,28 @@ class Cluster:
             self.process.wait(timeout=10)
 
 
-def _alive(pid: int) -> bool:
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().split(")")[-1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        if alive(current):
+            tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split(")")[-1].split()[0] != "Z"
@@ -161,7 +185,6 @@ class Clusters:
                 "REDIS_URL": settings.REDIS_URL,
                 "Q_CLUSTER_PREFIX": settings.Q_CLUSTER["name"],
                 "Q_WORKERS": "2",
-                "JOBS_SCHEDULER_POLL_SECONDS": "0.5",
                 "JOBS_HEARTBEAT_SECONDS": "1",
                 "JOBS_STALE_AFTER_SECONDS": str(STALE_AFTER_SECONDS),
                 "LOG_LEVEL": "INFO",
@@ -310,3 +333,146 @@ def next_slot(cron: str, *, after_seconds: float) -> datetime:
     return next_runs(
         normalize_cron(cron), after=timezone.now() + timedelta(seconds=after_seconds), count=1
     )[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of the drill's own on a free loopback port, without
+    persistence (as .ci/run starts one), so a drill may restart it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> PrivateRedis:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self._pong, timeout=20, what=f"redis on port {self.port}")
+        return self
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop (nothing is saved) and start again on the same port: empty."""
+        self.stop()
+        self.start()
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl in a temp dir, a free
+    loopback port), so a drill may restart it; never the shared server."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="drill-pg-"))
+        self.data = self.dir / "data"
+        self.name = "drill"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/{self.name}"
+
+    def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess:
+        command = [str(self.BIN / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+    def start(self) -> PrivatePostgres:
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust")
+        self._pg_ctl("start")
+        self._as_postgres(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.name
+        )
+        return self
+
+    def _pg_ctl(self, action: str, *extra: str) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            "pg_ctl",
+            action,
+            "-D",
+            str(self.data),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "-l",
+            str(self.dir / "server.log"),
+            *extra,
+        )
+
+    def restart(self) -> None:
+        """A fast restart: every connection is cut, the server is back in ~1 s."""
+        self._pg_ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, FileNotFoundError):
+            self._pg_ctl("stop", "-m", "immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def on_database(url: str) -> Iterator[None]:
+    """Point this process's default connection at another database for a while
+    (a drill's private server): migrated, and switched back afterwards."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    conn = connections["default"]
+    saved = dict(conn.settings_dict)
+    parts = urlsplit(url)
+    conn.close()
+    conn.settings_dict.update(
+        {
+            "HOST": parts.hostname,
+            "PORT": parts.port,
+            "NAME": parts.path.lstrip("/"),
+            "USER": parts.username or "postgres",
+            "PASSWORD": "",
+        }
+    )
+    try:
+        call_command("migrate", verbosity=0)
+        yield
+    finally:
+        conn.close()
+        conn.settings_dict.clear()
+        conn.settings_dict.update(saved)

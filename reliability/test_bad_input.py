@@ -818,6 +818,10 @@ def test_runjob_refuses_bad_arguments_with_a_command_error_and_runs_nothing(
     out, err = io.StringIO(), io.StringIO()
     try:
         call_command("runjob", *argv.args, stdout=out, stderr=err)
+    except SystemExit as exc:  # exit 3: that slot already ran, nothing run
+        assert exc.code == 3 and not argv.defects, (exc.code, argv)
+        assert "not run: slot already has run #" in out.getvalue(), out.getvalue()
+        assert JobRun.objects.count() == before
     except CommandError as exc:
         message = str(exc)
         assert message and "Traceback" not in message, argv
@@ -826,7 +830,7 @@ def test_runjob_refuses_bad_arguments_with_a_command_error_and_runs_nothing(
         assert JobRun.objects.count() == before, f"refused, but a run was recorded: {argv}"
     else:
         assert not argv.defects, f"bad arguments accepted: {argv}"
-        assert JobRun.objects.count() - before in (0, 1)  # 0: that slot already ran
+        assert JobRun.objects.count() - before == 1
         output = out.getvalue()
         if argv.as_json:
             assert json.loads(output)["status"] == "succeeded"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from django.conf import settings
 from django.utils import timezone
 from django_q.models import Task
 from django_q.tasks import async_task
@@ -77,6 +78,11 @@ def test_three_clusters_run_every_slot_exactly_once(clusters):
     enqueued_twice = sum(n - 1 for n in task_slots.values() if n > 1)
     scheduled_by = [c.log().count(f"from schedule [{JOB}]") for c in clusters.started]
 
+    # How late each slot started: the run's start minus its slot (default poll).
+    lateness = sorted((r.started_at - r.slot).total_seconds() for r in ran if r.started_at)
+    p50 = lateness[len(lateness) // 2]
+    p99 = lateness[min(len(lateness) - 1, round(0.99 * (len(lateness) - 1)))]
+
     known = {r.pk for r in runs}  # run_scheduled answers with the slot's existing run
     refused = sum(1 for t in redelivered_tasks if t.success and t.result in known)
     run_by = [c.log().count("'jobs.runner.run_scheduled'") for c in clusters.started]
@@ -87,7 +93,9 @@ def test_three_clusters_run_every_slot_exactly_once(clusters):
         f"(3 clusters x 2 workers, every 2 s; tasks {sum(task_slots.values())}, "
         f"slots enqueued twice and refused {enqueued_twice}; redelivered tasks "
         f"{len(redelivered)}, refused {refused}; scheduled by clusters "
-        f"{'/'.join(map(str, scheduled_by))}, run by {'/'.join(map(str, run_by))})"
+        f"{'/'.join(map(str, scheduled_by))}, run by {'/'.join(map(str, run_by))}); "
+        f"lateness p50 {p50:.2f} s, p99 {p99:.2f} s, max {lateness[-1]:.2f} s "
+        f"(JOBS_SCHEDULER_POLL_SECONDS default {settings.JOBS_SCHEDULER_POLL_SECONDS:g})"
     )
     assert len(expected) == SLOTS
     assert duplicates == 0
@@ -96,3 +104,4 @@ def test_three_clusters_run_every_slot_exactly_once(clusters):
     assert not not_ok, f"runs that did not run exactly once: {not_ok}"
     assert len(ran) == SLOTS
     assert refused == len(redelivered)  # and per_slot shows no second run for them
+    assert p99 <= 2.0, f"slots started late: {lateness}"

@@ -65,6 +65,28 @@ def test_redis_url_switches_broker_and_cache(tmp_path):
     assert result.stdout.split() == ["redis://127.0.0.1:6379/9", "None", "RedisCache"]
 
 
+def cache_location(tmp_path, **env: str) -> str:
+    code = SETUP + "from django.conf import settings; print(settings.CACHES['default']['LOCATION'])"
+    result = run_python(code, SECRET_KEY="x", DATABASE_URL=f"sqlite:///{tmp_path}/x.db", **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_cache_and_the_broker_use_different_redis_databases(tmp_path):
+    derived = cache_location(tmp_path, REDIS_URL="redis://127.0.0.1:6379/9", CACHE_REDIS_URL="")
+    assert derived == "redis://127.0.0.1:6379/10"
+    assert cache_location(tmp_path, REDIS_URL="redis://h:6379", CACHE_REDIS_URL="") == (
+        "redis://h:6379/1"
+    )
+    assert cache_location(tmp_path, REDIS_URL="redis://h:6379/15", CACHE_REDIS_URL="") == (
+        "redis://h:6379/0"
+    )
+    given = cache_location(
+        tmp_path, REDIS_URL="redis://127.0.0.1:6379/9", CACHE_REDIS_URL="redis://cache:6379/2"
+    )
+    assert given == "redis://cache:6379/2"
+
+
 def invoices_storage(tmp_path, **env: str) -> subprocess.CompletedProcess:
     code = SETUP + (
         "from django.conf import settings; "

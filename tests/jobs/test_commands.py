@@ -114,3 +114,35 @@ def test_ensure_admin_creates_the_superuser_once(monkeypatch):
     assert "created admin user: admin / s3cret-pass" in call("ensure_admin")
     assert "admin user: admin / s3cret-pass" in call("ensure_admin")
     assert get_user_model().objects.get(username="admin").is_superuser
+
+
+class FakeTerminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_runjob_writes_log_lines_above_its_progress_bar_not_through_it(register_job, monkeypatch):
+    import logging
+    import sys
+
+    @register_job("tests.logs_while_counting")
+    def logs_while_counting(ctx):
+        for i in range(5):
+            ctx.progress(i + 1, 5)
+            ctx.log.warning("line %s of the run", i)
+        ctx.count(processed=5, succeeded=5)
+
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    console = next(h for h in logging.getLogger().handlers if h.name == "console")
+    monkeypatch.setattr(console, "stream", terminal)
+    call("runjob", "tests.logs_while_counting")
+
+    screen = terminal.getvalue()
+    assert "it/s" in screen or "item/s" in screen or "5/5" in screen  # the bar was drawn
+    for i in range(5):
+        at = screen.index(f"line {i} of the run")
+        line_start = screen.rindex("\n", 0, at) if "\n" in screen[:at] else -1
+        line_start = max(line_start, screen.rfind("\r", 0, at))
+        before = screen[line_start + 1 : at]
+        assert "|" not in before and "%" not in before, repr(screen[line_start : at + 20])

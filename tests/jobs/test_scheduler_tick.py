@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_q import cluster
 from django_q.models import Schedule
 
+from jobs import cluster as jobs_cluster
 from jobs import scheduler_tick
 from jobs.schedules import pause, resume, set_cron, sync_schedules, upcoming
 
@@ -82,23 +83,34 @@ def test_ticker_survives_a_failing_tick(monkeypatch):
     ticker.join(timeout=2)
 
 
-def test_install_leaves_django_q_alone_when_the_poll_is_off(settings, monkeypatch):
+def test_install_makes_qcluster_start_graceful_sentinels_and_workers(monkeypatch):
     monkeypatch.setattr(cluster, "Sentinel", cluster.Sentinel)
-    original = cluster.Sentinel
-    settings.JOBS_SCHEDULER_POLL_SECONDS = 0
-    assert scheduler_tick.install() is False
-    assert cluster.Sentinel is original
-
-
-def test_install_makes_sentinels_tick_their_scheduler(settings, monkeypatch):
-    monkeypatch.setattr(cluster, "Sentinel", cluster.Sentinel)
-    original = cluster.Sentinel
-    settings.JOBS_SCHEDULER_POLL_SECONDS = 1
-    assert scheduler_tick.install() is True
-    assert issubclass(cluster.Sentinel, original)
+    monkeypatch.setattr(cluster, "worker", cluster.worker)
+    jobs_cluster.install()  # ready() already did; the originals are restored here
     patched = cluster.Sentinel
-    assert scheduler_tick.install() is True  # idempotent: not wrapped twice
+    assert patched.jobs_graceful and patched.__name__ == "GracefulSentinel"
+    assert cluster.worker is jobs_cluster.graceful_worker
+    jobs_cluster.install()  # idempotent: not wrapped twice
     assert cluster.Sentinel is patched
+
+
+def test_slots_are_polled_every_second_by_default():
+    from django.conf import settings
+
+    assert settings.JOBS_SCHEDULER_POLL_SECONDS == 1
+
+
+def test_ticker_sweeps_for_lost_runs_even_with_the_poll_off(monkeypatch):
+    sweeps = []
+    monkeypatch.setattr("jobs.enqueue.requeue_lost_runs", lambda: sweeps.append(1))
+    monkeypatch.setattr("django_q.scheduler.scheduler", lambda broker=None: pytest.fail())
+    stop = threading.Event()
+    ticker = scheduler_tick.SchedulerTicker(interval=0, stop_event=stop, sweep_interval=0.05)
+    ticker.start()
+    time.sleep(0.4)
+    stop.set()
+    ticker.join(timeout=2)
+    assert ticker.sweeps >= 2 and len(sweeps) == ticker.sweeps
 
 
 def test_a_seconds_schedule_without_the_poll_gets_a_system_check_warning(settings, register_job):

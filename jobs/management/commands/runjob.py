@@ -1,12 +1,16 @@
+import contextlib
+import io
 import json
+import logging
 import sys
+from collections.abc import Iterator
 
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.models import RunStatus, Trigger
 from jobs.params import ParamError, to_utc_datetime
 from jobs.registry import UnknownJob, get_job
-from jobs.runner import run_job
+from jobs.runner import SlotTaken, run_job
 from jobs.tenants import UnknownTenant
 
 
@@ -34,8 +38,17 @@ def parse_param_pairs(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+# Exit codes (README, Management commands): 0 the run succeeded or ended
+# partial; 1 bad arguments (a CommandError, nothing recorded) or the run
+# failed; 3 not run, because the slot already has a run.
+EXIT_SLOT_TAKEN = 3
+
+
 class Command(BaseCommand):
-    help = "Run a job now, in this process, and print its summary."
+    help = (
+        "Run a job now, in this process, and print its summary. Exit codes: 0 succeeded or "
+        "partial, 1 bad arguments or the run failed, 3 not run (the slot already has a run)."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("name", help="job name, e.g. subscriptions.expire (see `jobs`)")
@@ -76,18 +89,22 @@ class Command(BaseCommand):
                 ) from None
         bar = self._progress_bar(options["json"])
         try:
-            run = run_job(
-                spec.name,
-                tenant=options["tenant"],
-                params=params,
-                dry_run=options["dry_run"],
-                trigger=Trigger.CLI,
-                triggered_by=_whoami(),
-                slot=slot,
-                on_progress=bar.update if bar else None,
-            )
+            with logs_above_the_bar() if bar else contextlib.nullcontext():
+                run = run_job(
+                    spec.name,
+                    tenant=options["tenant"],
+                    params=params,
+                    dry_run=options["dry_run"],
+                    trigger=Trigger.CLI,
+                    triggered_by=_whoami(),
+                    slot=slot,
+                    on_progress=bar.update if bar else None,
+                )
         except (ParamError, UnknownTenant) as exc:
             raise CommandError(str(exc)) from None
+        except SlotTaken as exc:
+            self.stdout.write(str(exc))
+            sys.exit(EXIT_SLOT_TAKEN)
         finally:
             if bar:
                 bar.close()
@@ -142,6 +159,42 @@ class Command(BaseCommand):
             self.stdout.write(f"  failed item {failure['item']}: {failure['error']}")
         if run.error:
             self.stdout.write(f"  error: {run.error.splitlines()[0]}")
+
+
+class _AboveTheBar(io.TextIOBase):
+    """A log handler's stream that writes through tqdm: the bar is cleared,
+    the line written, the bar drawn again below it."""
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream, end="")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def logs_above_the_bar() -> Iterator[None]:
+    """While a progress bar is on the terminal, log lines go above it instead
+    of through it (the root logger's console handlers write via tqdm)."""
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if type(h) is logging.StreamHandler and h.stream in (sys.stderr, sys.stdout)
+    ]
+    originals = [h.stream for h in handlers]
+    for handler, stream in zip(handlers, originals, strict=True):
+        handler.setStream(_AboveTheBar(stream))
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, originals, strict=True):
+            handler.setStream(stream)
 
 
 def _whoami() -> str:
