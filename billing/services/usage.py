@@ -302,8 +302,7 @@ def aggregate_hours(*, hours: Iterable[datetime]) -> list[HourResult]:
         now = timezone.now()  # after the locks, as in aggregate_hour
         types = metric_aggregations()
         results = [
-            _aggregate_hour(cursor, hour, None, False, types, hour in rebuilt, now)
-            for hour in todo
+            _aggregate_hour(cursor, hour, None, False, types, hour in rebuilt, now) for hour in todo
         ]
         _record_hours(todo, now)
     return results
