@@ -58,7 +58,7 @@ class Organization(models.Model):
     tax_rate_bps = models.PositiveIntegerField(
         null=True,
         blank=True,
-        validators=[MaxValueValidator(10_000, "a tax rate is at most 100% (10000 bps)")],
+        validators=[MaxValueValidator(10_000, "a tax rate is at most 100%% (10000 bps)")],
         help_text="Basis points (2000 = 20%); empty: INVOICE_TAX_RATE_BPS.",
     )
     tax_name = models.CharField(

@@ -44,7 +44,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='organization',
             name='tax_rate_bps',
-            field=models.PositiveIntegerField(blank=True, help_text='Basis points (2000 = 20%); empty: INVOICE_TAX_RATE_BPS.', null=True, validators=[django.core.validators.MaxValueValidator(10000, 'a tax rate is at most 100% (10000 bps)')]),
+            field=models.PositiveIntegerField(blank=True, help_text='Basis points (2000 = 20%); empty: INVOICE_TAX_RATE_BPS.', null=True, validators=[django.core.validators.MaxValueValidator(10000, 'a tax rate is at most 100%% (10000 bps)')]),
         ),
         migrations.AddConstraint(
             model_name='organization',
