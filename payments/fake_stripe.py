@@ -13,7 +13,8 @@ Adds to localstripe what the gateway's tests need of real Stripe:
   it only invoices subscriptions and pending items;
 * what corrections need and localstripe 1.15 lacks: finalizing a draft
   (`POST /v1/invoices/<id>/finalize`), paying one out of band (`.../pay` with
-  `paid_out_of_band=true`), and credit notes (`POST /v1/credit_notes`, `GET
+  `paid_out_of_band=true`), voiding an open one-off invoice (localstripe's
+  void needs a payment intent), and credit notes (`POST /v1/credit_notes`, `GET
   /v1/credit_notes[/<id>]`) with Stripe's rules: only open or paid invoices,
   at most what is left to credit, and for a paid invoice the credit, refund
   and out-of-band amounts must add up to the credit note's amount;
@@ -287,7 +288,7 @@ def build_app() -> Any:
         from localstripe.errors import UserError
         from localstripe.resources import Invoice, random_id
 
-        match = re.fullmatch(r"/v1/invoices/([^/]+)/(finalize|pay)", request.path)
+        match = re.fullmatch(r"/v1/invoices/([^/]+)/(finalize|pay|void)", request.path)
         is_note = request.path.startswith("/v1/credit_notes")
         if not match and not is_note:
             return None
@@ -301,6 +302,16 @@ def build_app() -> Any:
                     if invoice.status != "draft":
                         raise UserError(400, f"Invoice is {invoice.status}, not a draft")
                     invoice._finalize()
+                    return ls.json_response(invoice._export())
+                if match.group(2) == "void":
+                    if invoice.payment_intent:
+                        return None  # localstripe's own void
+                    if invoice.status != "open":
+                        raise UserError(
+                            400, f"You can only void open invoices, not {invoice.status}"
+                        )
+                    invoice._voided = True
+                    invoice.status_transitions["voided_at"] = int(time.time())
                     return ls.json_response(invoice._export())
                 if str(data.get("paid_out_of_band", "")).lower() != "true":
                     return None  # localstripe's own pay (with a payment method)

@@ -84,7 +84,15 @@ class PeriodFilter(admin.SimpleListFilter):
         return queryset.filter(period_start__year=year, period_start__month=month)
 
 
-class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
+class _PartOfTheDocument:
+    """Lines and credit notes are part of the invoice: whoever may view the
+    invoice sees them (no separate view permission per line)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("billing.view_invoice")
+
+
+class InvoiceLineInline(_PartOfTheDocument, ReadOnlyAdminMixin, admin.TabularInline):
     model = InvoiceLine
     fields = [
         "kind",
@@ -123,7 +131,7 @@ class InvoiceLineInline(ReadOnlyAdminMixin, admin.TabularInline):
         return format_html('{} · <a href="{}">remove</a>', text, url)
 
 
-class CreditNoteInline(ReadOnlyAdminMixin, admin.TabularInline):
+class CreditNoteInline(_PartOfTheDocument, ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditNote
     fk_name = "invoice"
     fields = ["link", "kind", "total", "reason", "status", "issued_at", "stripe_result"]
@@ -531,7 +539,7 @@ class InvoiceAdmin(RunJobPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             messages.success(request, f"{invoice}: email #{email_id} queued.")
 
 
-class CreditNoteLineInline(ReadOnlyAdminMixin, admin.TabularInline):
+class CreditNoteLineInline(_PartOfTheDocument, ReadOnlyAdminMixin, admin.TabularInline):
     model = CreditNoteLine
     fields = ["description", "quantity", "unit", "unit_price", "amount"]
     readonly_fields = fields

@@ -303,6 +303,7 @@ def credit_invoice(
         )
     report = StepReport()
     complete_credit_notes([note], actor=actor, job_run_id=job_run_id, report=report)
+    note.refresh_from_db()
     return note, report
 
 
@@ -320,6 +321,7 @@ def void_invoice(
         _recheck_months_adjusted_by(locked)
     report = StepReport()
     complete_credit_notes([note], actor=actor, job_run_id=job_run_id, report=report)
+    note.refresh_from_db()
     return note, report
 
 

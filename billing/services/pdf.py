@@ -52,8 +52,9 @@ def minor_units(amount: Decimal, currency: str) -> int:
 
 
 def format_rate(bps: int) -> str:
-    """2000 -> "20%", 1950 -> "19.5%"."""
-    return f"{Decimal(bps) / 100:f}".rstrip("0").rstrip(".") + "%"
+    """2000 -> "20%", 1950 -> "19.5%", 725 -> "7.25%"."""
+    whole, rest = divmod(bps, 100)
+    return f"{whole}%" if not rest else f"{whole}.{rest:02d}".rstrip("0") + "%"
 
 
 @dataclass(frozen=True)
@@ -199,9 +200,12 @@ def _render_document(invoices: Sequence[PdfInvoice], *, paged: bool = False) -> 
     html = _invoice_html()(string=_html(invoices, paged=paged))
     document = html.render(stylesheets=[css], font_config=fonts)
     starts: list[tuple[int, str]] = []
+    seen: set[str] = set()
     for number, page in enumerate(document.pages):
         for anchor in page.anchors:
-            if anchor.startswith(ANCHOR_PREFIX):
+            # A section over several pages has its anchor on each: its first counts.
+            if anchor.startswith(ANCHOR_PREFIX) and anchor not in seen:
+                seen.add(anchor)
                 starts.append((number, anchor[len(ANCHOR_PREFIX) :]))
     if [key for _, key in starts] != [invoice.key for invoice in invoices]:
         raise RuntimeError("invoice sections and pages do not line up")
