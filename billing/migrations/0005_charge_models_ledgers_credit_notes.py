@@ -152,7 +152,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='invoice',
             name='grace_until',
-            field=models.DateTimeField(blank=True, help_text='A draft is finalized once this has passed.', null=True),
+            field=models.DateTimeField(blank=True, help_text='A draft is finalized once this has passed (kept after: it came from a draft).', null=True),
         ),
         migrations.AddField(
             model_name='invoice',

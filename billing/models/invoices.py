@@ -82,7 +82,9 @@ class Invoice(models.Model):
     issued_on = models.DateField(null=True, blank=True)
     due_on = models.DateField(null=True, blank=True)
     grace_until = models.DateTimeField(
-        null=True, blank=True, help_text="A draft is finalized once this has passed."
+        null=True,
+        blank=True,
+        help_text="A draft is finalized once this has passed (kept after: it came from a draft).",
     )
     pdf = models.FileField(upload_to="invoices/", storage=invoice_storage, blank=True, default="")
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")

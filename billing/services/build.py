@@ -299,7 +299,7 @@ def _subscriptions(
 
 
 def _usage_lines(
-    price: Price, *, total: int, already: tuple[int, int], note: str = ""
+    price: Price, *, metric: str, total: int, already: tuple[int, int]
 ) -> tuple[list[LineDraft], int, int]:
     """Lines for `total` units of the period, less what other invoices already
     billed of it (`already`: quantity, amount). Returns (lines, quantity, amount)
@@ -307,7 +307,8 @@ def _usage_lines(
     lines = [
         LineDraft(
             kind=InvoiceLineKind.USAGE,
-            description=f"{note}{c.description}",
+            description=c.description,
+            metric=metric,
             quantity=c.quantity,
             unit=c.unit,
             unit_price_minor=c.unit_price_minor,
@@ -322,6 +323,7 @@ def _usage_lines(
                 kind=InvoiceLineKind.ADJUSTMENT,
                 description=f"{price.metric_name}: {quantity:,} {price.units} billed before "
                 "as late usage on another invoice",
+                metric=metric,
                 quantity=1,
                 unit="",
                 unit_price_minor=-amount,
@@ -332,12 +334,13 @@ def _usage_lines(
 
 
 def _late_lines(
-    price: Price, *, period: Period, total: int, billed: int
+    price: Price, *, metric: str, period: Period, total: int, billed: int
 ) -> tuple[list[LineDraft], int]:
     lines = [
         LineDraft(
             kind=InvoiceLineKind.ADJUSTMENT,
             description=f"Late usage of {period.name}: {c.description}",
+            metric=metric,
             quantity=c.quantity,
             unit=c.unit,
             unit_price_minor=c.unit_price_minor,
@@ -470,7 +473,7 @@ def build_drafts(
                 continue
             key = (org.pk, period.start, code)
             lines, quantity, amount = _usage_lines(
-                price, total=total, already=billed.get(key, (0, 0))
+                price, metric=code, total=total, already=billed.get(key, (0, 0))
             )
             draft.lines += lines
             draft.usage.append(
@@ -512,7 +515,7 @@ def _add_late_usage(
             if price is None or total <= done:
                 continue
             lines, amount = _late_lines(
-                price, period=Period.of_month(month), total=total, billed=done
+                price, metric=code, period=Period.of_month(month), total=total, billed=done
             )
             if not lines:  # e.g. the late units fit in a package already billed
                 continue

@@ -232,7 +232,6 @@ def _numbered_fields(draft: InvoiceDraft, *, number: str, now: datetime) -> dict
         "issued_on": issued,
         "due_on": issued + timedelta(days=settings.INVOICE_PAYMENT_TERMS_DAYS),
         "finalized_at": now,
-        "grace_until": None,
     }
 
 
@@ -898,9 +897,12 @@ def invoices_to_finalize(
     *, slot: datetime, organization_id: int | None = None, only_keys: set[str] | None = None
 ) -> list[Invoice]:
     """What billing.finalize_invoices works on: drafts whose grace is over at
-    the slot, and invoices finalized within COMPLETE_WITHIN that still lack
-    their PDF or email (a crashed or failed finalize); for a rerun of failed
-    items, the live invoices those keys (`<organization>:<YYYY-MM>`) name."""
+    the slot, and invoices finalized from a draft (they keep their
+    `grace_until`) within COMPLETE_WITHIN that still lack their PDF or email (a
+    crashed or failed finalize; invoices the monthly run finalized at once are
+    its own to complete, so the two never render the same PDFs side by side);
+    for a rerun of failed items, the live invoices those keys
+    (`<organization>:<YYYY-MM>`) name."""
     rows = Invoice.objects.exclude(status=InvoiceStatus.VOID).select_related("organization")
     if only_keys is not None:
         named = Q(pk__in=[])
@@ -919,7 +921,11 @@ def invoices_to_finalize(
         rows = rows.filter(
             Q(status=InvoiceStatus.DRAFT, grace_until__lte=slot)
             | (
-                Q(status=InvoiceStatus.FINALIZED, finalized_at__gte=slot - COMPLETE_WITHIN)
+                Q(
+                    status=InvoiceStatus.FINALIZED,
+                    grace_until__isnull=False,
+                    finalized_at__gte=slot - COMPLETE_WITHIN,
+                )
                 & incomplete
             )
         )

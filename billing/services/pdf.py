@@ -94,22 +94,28 @@ class PdfInvoice:
     total_label: str = "Total due"
 
     def context(self) -> dict[str, Any]:
+        """Multi-line blocks come as text with newlines (the template prints them
+        `pre-line`: fewer boxes to lay out than one element per line)."""
         money = lambda value: format_money(value, self.currency)  # noqa: E731
+        buyer = [
+            self.buyer_address,
+            self.buyer_country,
+            f"Tax id {self.buyer_tax_id}" if self.buyer_tax_id else "",
+            f"{self.billing_email} \u00b7 {self.organization_key}",
+        ]
+        meta = f"Issue date {self.issue_date}"
+        if self.due_date:
+            meta += f" \u00b7 Due date {self.due_date}"
+        meta += f" \u00b7 Period {self.period_label}"
+        if self.payment_terms:
+            meta += f"\n{self.payment_terms}"
         return {
             "key": self.key,
             "title": self.title,
             "number": self.number,
-            "organization_key": self.organization_key,
             "organization_name": self.organization_name,
-            "billing_email": self.billing_email,
-            "buyer_address": self.buyer_address,
-            "buyer_country": self.buyer_country,
-            "buyer_tax_id": self.buyer_tax_id,
-            "issue_date": self.issue_date,
-            "due_date": self.due_date,
-            "payment_terms": self.payment_terms,
-            "period_label": self.period_label,
-            "currency": self.currency,
+            "buyer_lines": "\n".join(part for part in buyer if part),
+            "meta": meta,
             "subtotal": money(self.subtotal_minor),
             "tax_label": self.tax_label,
             "tax": money(self.tax_minor),
@@ -119,8 +125,7 @@ class PdfInvoice:
             "lines": [
                 {
                     "description": line.description,
-                    "quantity": f"{line.quantity:,}",
-                    "unit": line.unit,
+                    "quantity": quantity_text(line.quantity, line.unit),
                     "unit_price": money(line.unit_price_minor),
                     "amount": money(line.amount_minor),
                 }
@@ -129,15 +134,28 @@ class PdfInvoice:
         }
 
 
+def quantity_text(quantity: int, unit: str) -> str:
+    """ "1,500 calls", "1 month", "2 \u00d7 1,000 calls" (a unit that is itself a count)."""
+    if not unit:
+        return f"{quantity:,}"
+    if unit[0].isdigit():
+        return f"{quantity:,} \u00d7 {unit}"
+    return f"{quantity:,} {unit}"
+
+
 def seller() -> dict[str, str]:
     """The seller block, from settings (INVOICE_SELLER_*)."""
     logo = settings.INVOICE_SELLER_LOGO
+    tax_id = settings.INVOICE_SELLER_TAX_ID
+    lines = [
+        settings.INVOICE_SELLER_ADDRESS,
+        settings.INVOICE_SELLER_COUNTRY,
+        f"Tax id {tax_id}" if tax_id else "",
+        settings.INVOICE_SELLER_EMAIL,
+    ]
     return {
         "name": settings.INVOICE_SELLER_NAME,
-        "address": settings.INVOICE_SELLER_ADDRESS,
-        "country": settings.INVOICE_SELLER_COUNTRY,
-        "tax_id": settings.INVOICE_SELLER_TAX_ID,
-        "email": settings.INVOICE_SELLER_EMAIL,
+        "lines": "\n".join(line for line in lines if line),
         "logo": Path(logo).resolve().as_uri() if logo else "",
     }
 

@@ -156,7 +156,7 @@ def _lock_hours(cursor: Any, hours: set[datetime], *, shared: bool) -> None:
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     keys = [int(hour.timestamp()) // 3600 for hour in sorted(hours)]
     cursor.execute(
-        f"SELECT count({function}(%s, k)) FROM unnest(%s::bigint[]) AS u(k)",
+        f"SELECT count({function}(%s, k)) FROM unnest(%s::int[]) AS u(k)",
         [LOCK_NAMESPACE, keys],
     )
 

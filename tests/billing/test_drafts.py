@@ -253,3 +253,18 @@ def test_finalize_invoices_is_scheduled_hourly_and_runs_from_the_cli(org):
     call_command("runjob", FINALIZE, stdout=out)
     assert Invoice.objects.get().status == InvoiceStatus.SENT
     assert '"finalized": 1' in out.getvalue() or "finalized" in out.getvalue()
+
+
+def test_invoices_the_monthly_run_finalized_at_once_are_left_to_it(org, grace, monkeypatch):
+    """Without a grace period the monthly run completes its own invoices (a
+    rerun of it does); the hourly finalize job never renders them beside it."""
+    grace.INVOICE_GRACE_HOURS = 0
+    monkeypatch.setattr(
+        service, "render_many", lambda docs: ({}, {d.key: OSError("no fonts") for d in docs})
+    )
+    run_job("billing.generate_monthly_invoices", slot=FEB)
+    assert Invoice.objects.get().status == InvoiceStatus.FINALIZED
+
+    run = run_job(FINALIZE, slot=FEB + timedelta(hours=1))
+
+    assert run.summary["invoices"] == 0

@@ -147,7 +147,7 @@ def test_the_pdf_carries_every_field_a_clerk_checks(tmp_path):
         "Payment terms: net 30 days; please pay by 03 March 2026.",
         "Period 01 Jan 2026 to 31 Jan 2026",
         # lines: quantity, unit, unit price, amount
-        "Description Quantity Unit Unit price Amount",
+        "Description Quantity Unit price Amount",
         "Pro plan (monthly), January 2026 1 month 29.00 EUR 29.00 EUR",
         "API calls \u2014 per unit 1,500 calls 0.02 EUR 30.00 EUR",
         # sums
