@@ -41,13 +41,8 @@ from billing.models import (
 )
 from billing.models.invoices import invoice_storage
 from billing.services.credit_notes import complete_credit_notes, credit_invoice, void_invoice
-from billing.services.invoices import (
-    StepReport,
-    add_manual_line,
-    finalize_now,
-    remove_manual_line,
-    resend_invoice,
-)
+from billing.services.drafts import add_manual_line, finalize_now, remove_manual_line
+from billing.services.invoices import StepReport, resend_invoice
 from billing.services.pdf import format_money, format_rate
 from billing.services.usage import UsageIncomplete
 from jobs.admin import RunJobPermissionMixin, run_link

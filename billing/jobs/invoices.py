@@ -9,9 +9,8 @@ from django.conf import settings
 
 from billing.services.build import NothingToBill, Period, build_drafts
 from billing.services.credit_notes import regenerate_invoice as regenerate_invoice_service
+from billing.services.drafts import draft_item_key, invoices_to_finalize
 from billing.services.invoices import (
-    draft_item_key,
-    invoices_to_finalize,
     make_usage_complete,
     organizations_to_invoice,
     queue_run_summary,
@@ -25,7 +24,7 @@ from maintenance.services import job_actor
 from subscriptions.models import Organization
 
 CHUNK_TARGET = "billing.services.invoices.process_chunk"
-FINALIZE_TARGET = "billing.services.invoices.process_finalize_chunk"
+FINALIZE_TARGET = "billing.services.drafts.process_finalize_chunk"
 
 
 def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from billing.models import Invoice, InvoiceLine, InvoiceStatus
+from billing.services import drafts
 from billing.services import invoices as service
 from billing.services.usage import UsageEventIn, record_usage_events
 from jobs.enqueue import rerun
@@ -151,11 +152,11 @@ def test_staff_add_and_remove_manual_lines_on_a_draft_with_a_reason_audited(org)
     draft = Invoice.objects.get()
 
     with pytest.raises(ValueError, match="needs a reason"):
-        service.add_manual_line(
+        drafts.add_manual_line(
             invoice=draft, description="Onboarding", amount_minor=5000, reason=" ", actor="user:a"
         )
     assert draft.lines.count() == 1
-    line = service.add_manual_line(
+    line = drafts.add_manual_line(
         invoice=draft,
         description="Onboarding workshop",
         amount_minor=5000,
@@ -173,20 +174,20 @@ def test_staff_add_and_remove_manual_lines_on_a_draft_with_a_reason_audited(org)
     assert invoice.lines.filter(kind="manual", description="Onboarding workshop").exists()
     assert invoice.subtotal_minor == 7000  # the manual line survived the recompute
     with pytest.raises(ValueError, match="not a draft"):
-        service.remove_manual_line(line=InvoiceLine.objects.get(pk=line.pk), reason="x", actor="a")
+        drafts.remove_manual_line(line=InvoiceLine.objects.get(pk=line.pk), reason="x", actor="a")
 
 
 def test_removing_a_manual_line_needs_a_reason_and_computed_lines_stay(org):
     run_job("billing.generate_monthly_invoices", slot=FEB)
     draft = Invoice.objects.get()
-    line = service.add_manual_line(
+    line = drafts.add_manual_line(
         invoice=draft, description="Discount", amount_minor=-500, reason="goodwill", actor="user:a"
     )
     with pytest.raises(ValueError, match="needs a reason"):
-        service.remove_manual_line(line=line, reason="", actor="user:a")
+        drafts.remove_manual_line(line=line, reason="", actor="user:a")
     with pytest.raises(ValueError, match="only manual lines"):
-        service.remove_manual_line(line=draft.lines.get(kind="plan"), reason="no", actor="user:a")
-    service.remove_manual_line(line=line, reason="entered twice", actor="user:b")
+        drafts.remove_manual_line(line=draft.lines.get(kind="plan"), reason="no", actor="user:a")
+    drafts.remove_manual_line(line=line, reason="entered twice", actor="user:b")
     draft.refresh_from_db()
     assert draft.subtotal_minor == 2000 and draft.lines.count() == 1
     assert audit_of_object(object_type="billing.invoice", object_id=draft.pk).filter(
