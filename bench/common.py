@@ -55,13 +55,18 @@ def table_names() -> dict[str, str]:
     """The database tables the workloads seed and reset, by short name."""
     from billing.models import (
         BillableMetric,
+        BilledUsage,
+        CreditNote,
         DailyMetrics,
         Invoice,
         InvoiceLine,
-        InvoiceNumberSequence,
+        NumberSequence,
         PlanMetricPrice,
         UsageAggregate,
         UsageEvent,
+        UsageHour,
+        UsageLateHour,
+        UsageRevision,
     )
     from jobs.models import JobChunk
     from maintenance.models import AuditTrail
@@ -84,7 +89,12 @@ def table_names() -> dict[str, str]:
         "daily": DailyMetrics._meta.db_table,
         "invoice": Invoice._meta.db_table,
         "line": InvoiceLine._meta.db_table,
-        "sequence": InvoiceNumberSequence._meta.db_table,
+        "sequence": NumberSequence._meta.db_table,
+        "hour": UsageHour._meta.db_table,
+        "late": UsageLateHour._meta.db_table,
+        "revision": UsageRevision._meta.db_table,
+        "billed": BilledUsage._meta.db_table,
+        "credit": CreditNote._meta.db_table,
         "chunk": JobChunk._meta.db_table,
     }
 

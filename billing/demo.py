@@ -1,11 +1,13 @@
 """Demo usage for `make run` (called by `manage.py seed_demo`).
 
-Three metrics (one sum, one max, one unique count) priced on every demo plan,
-a few events an hour over the last three days for each demo organization,
-those hours aggregated, and the last week's daily analytics, so the usage
-admin and the analytics chart have something to show. Idempotent: metrics
-and prices are found by natural keys and events carry deterministic
-idempotency keys, so a second run adds only the hours since the first.
+Three metrics (one sum, one max, one unique count) priced on every demo plan
+with the three charge models (API calls by the package of 1,000, storage per
+GB, active users in graduated tiers, the first 5 free), a few events an hour
+over the last three days for each demo organization, those hours aggregated,
+and the last month's daily analytics, so the usage admin, the analytics chart
+and the invoices have something to show. Idempotent: metrics and prices are
+found by natural keys and events carry deterministic idempotency keys, so a
+second run adds only the hours since the first.
 """
 
 from __future__ import annotations
@@ -14,16 +16,60 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from billing.models import AggregationType, BillableMetric, PlanMetricPrice
+from billing.models import AggregationType, BillableMetric, ChargeModel, PlanMetricPrice
 from billing.services.analytics import aggregate_day
+from billing.services.pricing import Tier, price_of, set_metric_price
 from billing.services.usage import UsageEventIn, aggregate_hour, floor_hour, record_usage_events
 from subscriptions.models import Organization, Plan
 
+# The price of each metric on a monthly and on a yearly plan, in minor units:
+# what the invoices bill is what `seed_demo` prints (describe()).
 METRICS = [
-    # code, name, aggregation, unit, unit price per plan interval (month, year)
-    ("api_calls", "API calls", AggregationType.SUM, "1,000 calls", (40, 25)),
-    ("storage_gb", "Peak storage", AggregationType.MAX, "GB", (10, 6)),
-    ("active_users", "Active users", AggregationType.UNIQUE_COUNT, "user", (100, 60)),
+    # code, name, aggregation, unit, {interval: price}
+    (
+        "api_calls",
+        "API calls",
+        AggregationType.SUM,
+        "calls",
+        {
+            "month": {
+                "charge_model": ChargeModel.PACKAGE,
+                "unit_price_minor": 4000,
+                "package_size": 1000,
+            },
+            "year": {
+                "charge_model": ChargeModel.PACKAGE,
+                "unit_price_minor": 2500,
+                "package_size": 1000,
+            },
+        },
+    ),
+    (
+        "storage_gb",
+        "Peak storage",
+        AggregationType.MAX,
+        "GB",
+        {
+            "month": {"charge_model": ChargeModel.PER_UNIT, "unit_price_minor": 10},
+            "year": {"charge_model": ChargeModel.PER_UNIT, "unit_price_minor": 6},
+        },
+    ),
+    (
+        "active_users",
+        "Active users",
+        AggregationType.UNIQUE_COUNT,
+        "users",
+        {
+            "month": {
+                "charge_model": ChargeModel.GRADUATED,
+                "tiers": [Tier(0, 5, 0), Tier(6, None, 100)],
+            },
+            "year": {
+                "charge_model": ChargeModel.GRADUATED,
+                "tiers": [Tier(0, 5, 0), Tier(6, None, 60)],
+            },
+        },
+    ),
 ]
 DEMO_HOURS = 72
 ANALYTICS_DAYS = 30
@@ -32,21 +78,19 @@ ANALYTICS_DAYS = 30
 def seed_usage_demo(*, organization_keys: list[str]) -> list[str]:
     """Create the demo usage of these organizations; returns what it created, one line each."""
     created: list[str] = []
-    for code, name, aggregation, unit, (monthly, yearly) in METRICS:
+    for code, name, aggregation, unit, by_interval in METRICS:
         metric, new = BillableMetric.objects.get_or_create(
             code=code, defaults={"name": name, "aggregation": aggregation, "unit": unit}
         )
         if new:
             created.append(f"billable metric {code} ({aggregation})")
         for plan in Plan.objects.all():
-            price = yearly if plan.interval == "year" else monthly
-            _, new = PlanMetricPrice.objects.get_or_create(
-                plan=plan, metric=metric, defaults={"unit_price_minor": price}
+            if PlanMetricPrice.objects.filter(plan=plan, metric=metric).exists():
+                continue
+            price = set_metric_price(plan=plan, metric=metric, **by_interval[plan.interval])
+            created.append(
+                f"price of {code} on {plan.name} ({plan.interval}ly): {price_of(price).describe()}"
             )
-            if new:
-                created.append(
-                    f"price of {code} on {plan.name}: {price} {plan.currency} per {unit}"
-                )
     now = timezone.now()
     last_hour = floor_hour(now) - timedelta(hours=1)
     hours = [last_hour - timedelta(hours=h) for h in range(DEMO_HOURS - 1, -1, -1)]

@@ -6,7 +6,7 @@ Usage first (kept at the top: invoices read it); other areas follow below.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
@@ -15,10 +15,15 @@ from django.db.models import Count, Max, Sum
 from billing.models import (
     AggregationType,
     BillableMetric,
+    BilledUsage,
+    CreditNote,
     DailyMetrics,
+    Invoice,
+    InvoiceStatus,
     UsageAggregate,
     UsageEvent,
     UsageLateHour,
+    UsageRevision,
 )
 
 # --- usage ------------------------------------------------------------------------
@@ -180,8 +185,63 @@ def daily_series(*, organization_id: int, last_day: Any, days: int = 30) -> list
 
 
 def invoice_pdf_names() -> set[str]:
-    """Storage names of every invoice's PDF, voided ones included (they are
-    history). maintenance.cleanup's orphaned-PDF category keeps these."""
-    from billing.models import Invoice
+    """Storage names of every invoice's and credit note's PDF, voided invoices
+    included (they are history). maintenance.cleanup's orphaned-PDF category
+    keeps these."""
+    return set(Invoice.objects.exclude(pdf="").values_list("pdf", flat=True)) | set(
+        CreditNote.objects.exclude(pdf="").values_list("pdf", flat=True)
+    )
 
-    return set(Invoice.objects.exclude(pdf="").values_list("pdf", flat=True))
+
+UsageKey = tuple[int, date, str]  # organization id, month, metric code
+
+
+def billed_usage(
+    *,
+    organization_ids: Iterable[int],
+    periods: Iterable[date],
+    exclude_invoice_ids: Iterable[int] = (),
+) -> dict[UsageKey, tuple[int, int]]:
+    """{(organization, month, metric): (quantity, amount)} billed so far by
+    live invoices (void ones no longer count), from the usage ledger."""
+    rows = (
+        BilledUsage.objects.filter(
+            organization_id__in=list(organization_ids), period_start__in=list(periods)
+        )
+        .exclude(invoice__status=InvoiceStatus.VOID)
+        .exclude(invoice_id__in=list(exclude_invoice_ids))
+        .values_list("organization_id", "period_start", "metric")
+        .annotate(quantity=Sum("quantity"), amount=Sum("amount_minor"))
+        .order_by()
+    )
+    return {(o, p, m): (int(q), int(a)) for o, p, m, q, a in rows}
+
+
+def next_usage_revisions(
+    *, organization_ids: Iterable[int], periods: Iterable[date]
+) -> dict[UsageKey, int]:
+    """The revision the next billing of each (organization, month, metric) gets
+    (pairs never billed are absent: their first billing is revision 0). Void
+    invoices' rows count here: revisions are never reused."""
+    rows = (
+        BilledUsage.objects.filter(
+            organization_id__in=list(organization_ids), period_start__in=list(periods)
+        )
+        .values_list("organization_id", "period_start", "metric")
+        .annotate(last=Max("revision"))
+        .order_by()
+    )
+    return {(o, p, m): last + 1 for o, p, m, last in rows}
+
+
+def usage_revisions(
+    *, organization_ids: Iterable[int], through: date
+) -> dict[tuple[int, date], int]:
+    """{(organization, month): version} of the months up to `through` whose
+    usage changed after they were first aggregated."""
+    return {
+        (o, p): v
+        for o, p, v in UsageRevision.objects.filter(
+            organization_id__in=list(organization_ids), period_start__lte=through
+        ).values_list("organization_id", "period_start", "version")
+    }

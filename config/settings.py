@@ -410,10 +410,32 @@ AWS_S3_ENDPOINT_URL = env("AWS_S3_ENDPOINT_URL", default=None)
 # Organizations per fanned-out chunk: one weasyprint document is rendered per
 # chunk and split into per-invoice PDFs (see bench invoice_pdf).
 INVOICE_CHUNK_SIZE = env.int("INVOICE_CHUNK_SIZE", default=50)
-# Tax on the subtotal, in basis points (2000 = 20%), rounded half up.
+# Tax on the subtotal, in basis points (2000 = 20%), rounded half up: the
+# default of organizations without a rate of their own, and its name.
 INVOICE_TAX_RATE_BPS = env.int("INVOICE_TAX_RATE_BPS", default=0)
-INVOICE_ISSUER_NAME = env("INVOICE_ISSUER_NAME", default="Back-office SaaS Ltd")
-INVOICE_ISSUER_ADDRESS = env("INVOICE_ISSUER_ADDRESS", default="")
+if not 0 <= INVOICE_TAX_RATE_BPS <= 10_000:
+    raise ImproperlyConfigured("INVOICE_TAX_RATE_BPS is between 0 and 10000 (100%).")
+INVOICE_TAX_NAME = env("INVOICE_TAX_NAME", default="VAT")
+# The seller block of every invoice and credit note (INVOICE_ISSUER_* are the
+# older names, still read). With INVOICE_SELLER_COUNTRY set, a buyer with a tax
+# id in another country is invoiced without tax, with a reverse-charge note.
+INVOICE_SELLER_NAME = env(
+    "INVOICE_SELLER_NAME", default=env("INVOICE_ISSUER_NAME", default="Back-office SaaS Ltd")
+)
+INVOICE_SELLER_ADDRESS = env(
+    "INVOICE_SELLER_ADDRESS", default=env("INVOICE_ISSUER_ADDRESS", default="")
+).replace("\\n", "\n")
+INVOICE_SELLER_TAX_ID = env("INVOICE_SELLER_TAX_ID", default="")
+INVOICE_SELLER_EMAIL = env("INVOICE_SELLER_EMAIL", default="")
+INVOICE_SELLER_COUNTRY = env("INVOICE_SELLER_COUNTRY", default="").upper()
+INVOICE_SELLER_LOGO = env("INVOICE_SELLER_LOGO", default="")  # a PNG/SVG path, optional
+# Days from the issue date to the due date.
+INVOICE_PAYMENT_TERMS_DAYS = env.int("INVOICE_PAYMENT_TERMS_DAYS", default=14)
+# 0: the monthly run finalizes at once. Above 0 it makes drafts, which
+# billing.finalize_invoices finalizes this many hours after the period ends.
+INVOICE_GRACE_HOURS = env.int("INVOICE_GRACE_HOURS", default=0)
+if INVOICE_GRACE_HOURS < 0:
+    raise ImproperlyConfigured("INVOICE_GRACE_HOURS cannot be negative.")
 # Email the run's summary to NOTIFY_EMAIL when the invoice run ends.
 NOTIFY_ON_COMPLETION = env.bool("NOTIFY_ON_COMPLETION", default=False)
 NOTIFY_EMAIL = env("NOTIFY_EMAIL", default="")

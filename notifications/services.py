@@ -112,12 +112,46 @@ def queue_email(
     with transaction.atomic():
         if queue_bulk(emails=[draft]) != 1:
             return False
-        email = OutboundEmail.objects.get(dedupe_key=dedupe_key)
-        for item in attachments:
-            stored = EmailAttachment(email=email, filename=item.filename, mimetype=item.mimetype)
-            stored.file.save(item.filename, ContentFile(item.content), save=False)
-            stored.save()
+        queue_bulk_with_attachments(emails=[(draft, attachments)])
     return True
+
+
+def queue_bulk_with_attachments(
+    *,
+    emails: Sequence[tuple[EmailDraft, Sequence[Attachment]]],
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Queue drafts with their files (stored when queued), in one transaction;
+    returns {dedupe key: OutboundEmail id} for every draft, new or queued
+    before. A draft queued before keeps the attachments it has: files are
+    stored only for emails that have none, so a rerun never adds copies."""
+    if not emails:
+        return {}
+    with transaction.atomic():
+        queue_bulk(emails=[draft for draft, _ in emails], now=now)
+        keys = [draft.dedupe_key for draft, _ in emails]
+        ids = dict(
+            OutboundEmail.objects.filter(dedupe_key__in=keys).values_list("dedupe_key", "pk")
+        )
+        attached = set(
+            EmailAttachment.objects.filter(email_id__in=list(ids.values())).values_list(
+                "email_id", flat=True
+            )
+        )
+        rows = []
+        for draft, files in emails:
+            email_id = ids[draft.dedupe_key]
+            if email_id in attached:
+                continue
+            attached.add(email_id)
+            for item in files:
+                row = EmailAttachment(
+                    email_id=email_id, filename=item.filename, mimetype=item.mimetype
+                )
+                row.file.save(item.filename, ContentFile(item.content), save=False)
+                rows.append(row)
+        EmailAttachment.objects.bulk_create(rows)
+    return ids
 
 
 def queue_bulk(*, emails: Sequence[EmailDraft], now: datetime | None = None) -> int:

@@ -11,6 +11,13 @@ Adds to localstripe what the gateway's tests need of real Stripe:
 * one-off invoices as the current API makes them (a draft invoice, then
   invoice items added to it with `invoice=`), which localstripe 1.15 lacks:
   it only invoices subscriptions and pending items;
+* what corrections need and localstripe 1.15 lacks: finalizing a draft
+  (`POST /v1/invoices/<id>/finalize`), paying one out of band (`.../pay` with
+  `paid_out_of_band=true`), voiding an open one-off invoice (localstripe's
+  void needs a payment intent), and credit notes (`POST /v1/credit_notes`, `GET
+  /v1/credit_notes[/<id>]`) with Stripe's rules: only open or paid invoices,
+  at most what is left to credit, and for a paid invoice the credit, refund
+  and out-of-band amounts must add up to the credit note's amount;
 * injected faults (`POST /_config/faults` with `{"status": 500, "times": 1,
   "path": "regex", "method": "GET", "api_key": "sk_..."}`; `DELETE` clears),
   answered before localstripe sees the request.
@@ -179,11 +186,27 @@ def _index_store() -> None:
     r.StripeObject._api_list_all = classmethod(list_all)
 
 
+def _paid_out_of_band() -> None:
+    """An invoice marked paid out of band is `paid` (localstripe knows only
+    payment intents and zero totals)."""
+    from localstripe import resources as r
+
+    status = r.Invoice.status.fget
+
+    def paid_or_status(self: Any) -> str:
+        if getattr(self, "_paid_out_of_band", False) and not self._voided:
+            return "paid"
+        return status(self)
+
+    r.Invoice.status = property(paid_or_status)
+
+
 def build_app() -> Any:
     from aiohttp import web
     from localstripe import server as ls
 
     _index_store()
+    _paid_out_of_band()
     log: list[dict[str, Any]] = []
     faults: list[dict[str, Any]] = []
     replays: dict[tuple[str, str], tuple[int, bytes]] = {}
@@ -202,6 +225,7 @@ def build_app() -> Any:
             return web.Response()
         if request.path == "/_config/data" and request.method == "DELETE":
             replays.clear()
+            credit_notes.clear()
         return None
 
     def take_fault(request: web.Request, key: str) -> int | None:
@@ -251,6 +275,102 @@ def build_app() -> Any:
             invoice.currency = item.currency
         return response
 
+    credit_notes: dict[str, dict[str, Any]] = {}
+
+    def _int(value: Any) -> int | None:
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    async def corrections(request: web.Request) -> web.StreamResponse | None:
+        """Finalize, pay out of band, credit notes (see the module docstring)."""
+        from localstripe.errors import UserError
+        from localstripe.resources import Invoice, random_id
+
+        match = re.fullmatch(r"/v1/invoices/([^/]+)/(finalize|pay|void)", request.path)
+        is_note = request.path.startswith("/v1/credit_notes")
+        if not match and not is_note:
+            return None
+        if ls.get_api_key(request) is None:
+            return UserError(401, "Unauthorized").to_response()
+        data = (await ls.get_post_data(request) or {}) if request.method == "POST" else {}
+        try:
+            if match and request.method == "POST":
+                invoice = Invoice._api_retrieve(match.group(1))
+                if match.group(2) == "finalize":
+                    if invoice.status != "draft":
+                        raise UserError(400, f"Invoice is {invoice.status}, not a draft")
+                    invoice._finalize()
+                    return ls.json_response(invoice._export())
+                if match.group(2) == "void":
+                    if invoice.payment_intent:
+                        return None  # localstripe's own void
+                    if invoice.status != "open":
+                        raise UserError(
+                            400, f"You can only void open invoices, not {invoice.status}"
+                        )
+                    invoice._voided = True
+                    invoice.status_transitions["voided_at"] = int(time.time())
+                    return ls.json_response(invoice._export())
+                if str(data.get("paid_out_of_band", "")).lower() != "true":
+                    return None  # localstripe's own pay (with a payment method)
+                if invoice.status not in ("draft", "open"):
+                    raise UserError(400, f"Invoice is {invoice.status}")
+                if invoice.status == "draft":
+                    invoice._finalize()
+                invoice._paid_out_of_band = True
+                invoice.status_transitions["paid_at"] = int(time.time())
+                return ls.json_response(invoice._export())
+            if request.method == "GET":
+                note_id = request.path.removeprefix("/v1/credit_notes").strip("/")
+                if note_id:
+                    if note_id not in credit_notes:
+                        raise UserError(404, "Not Found")
+                    return ls.json_response(credit_notes[note_id])
+                wanted = request.query.get("invoice")
+                found = [n for n in credit_notes.values() if not wanted or n["invoice"] == wanted]
+                return ls.json_response(
+                    {"object": "list", "data": found, "has_more": False, "url": request.path}
+                )
+            if request.method != "POST" or request.path != "/v1/credit_notes":
+                return None
+            invoice = Invoice._api_retrieve(str(data.get("invoice", "")))
+            status = invoice.status
+            if status not in ("open", "paid"):
+                raise UserError(400, f"You can only credit open or paid invoices, not {status}")
+            amount = _int(data.get("amount"))
+            credited = sum(n["amount"] for n in credit_notes.values() if n["invoice"] == invoice.id)
+            left = invoice.total - credited
+            if amount is None or amount <= 0 or amount > left:
+                raise UserError(400, f"The credit amount must be between 1 and {left}")
+            parts = {k: _int(data.get(k)) or 0 for k in ("credit_amount", "refund_amount")}
+            parts["out_of_band_amount"] = _int(data.get("out_of_band_amount")) or 0
+            if status == "paid" and sum(parts.values()) != amount:
+                raise UserError(
+                    400,
+                    "For a paid invoice, credit_amount, refund_amount and out_of_band_amount "
+                    "must add up to the credit note's amount",
+                )
+            note = {
+                "id": "cn_" + random_id(14),
+                "object": "credit_note",
+                "invoice": invoice.id,
+                "customer": invoice.customer,
+                "amount": amount,
+                "currency": invoice.currency,
+                "memo": data.get("memo") or None,
+                "metadata": data.get("metadata") or {},
+                "status": "issued",
+                "type": "post_payment" if status == "paid" else "pre_payment",
+                "created": int(time.time()),
+                **parts,
+            }
+            credit_notes[note["id"]] = note
+            return ls.json_response(note)
+        except UserError as exc:
+            return exc.to_response()
+
     @web.middleware
     async def harness(request: web.Request, handler: Any) -> web.StreamResponse:
         answered = await control(request)
@@ -287,7 +407,7 @@ def build_app() -> Any:
                     content_type="application/json",
                     headers={"Idempotent-Replayed": "true"},
                 )
-        response = await one_off_invoices(request, handler)
+        response = await corrections(request) or await one_off_invoices(request, handler)
         entry["status"] = response.status
         if request.method == "POST" and idempotency_key and response.status < 500:
             body = response.body if isinstance(response.body, bytes) else b""

@@ -364,10 +364,19 @@ class TenantGateway:
             )
         return invoice.id
 
-    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> str:
-        """Withdraw an invoice: a draft is deleted, an open one voided. Returns
-        what happened: "deleted", "voided" or "already <status>" (paid,
-        void, uncollectible invoices are left as they are)."""
+    def void_invoice(
+        self,
+        invoice_id: str,
+        *,
+        idempotency_key: str,
+        credit_memo: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Withdraw an invoice as far as Stripe allows for its state: a draft is
+        deleted, an open one voided, a paid one gets a credit note of its whole
+        amount to the customer's balance (with `credit_memo`). Returns what
+        happened: "deleted", "voided", "credit note <id>" or "already
+        <status>" (void and uncollectible invoices are left as they are)."""
         path = f"/v1/invoices/{quote(invoice_id, safe='')}"
         try:
             invoice = self._get(f"retrieve Invoice {invoice_id}", path)
@@ -387,7 +396,89 @@ class TenantGateway:
                 ),
             )
             return "voided"
+        if status == "paid" and credit_memo:
+            amount = int(invoice.get("total") or 0)
+            note = self._credit_note(
+                invoice_id,
+                amount_minor=amount,
+                paid=True,
+                memo=credit_memo,
+                idempotency_key=f"{idempotency_key}:credit",
+                metadata=metadata or {},
+            )
+            return f"credit note {note}"
         return f"already {status}"
+
+    def credit_invoice(
+        self,
+        invoice_id: str,
+        *,
+        amount_minor: int,
+        currency: str,
+        memo: str,
+        idempotency_key: str,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Credit part of an invoice as Stripe allows for its state: a draft
+        gets a negative invoice item, an open or paid one a credit note (a
+        paid one's amount goes to the customer's balance). Returns what
+        happened: "credit item <id>", "credit note <id>" or "not credited:
+        <status>"."""
+        path = f"/v1/invoices/{quote(invoice_id, safe='')}"
+        invoice = self._get(f"retrieve Invoice {invoice_id}", path)
+        status = invoice.get("status")
+        if status == "draft":
+            item = self.call(
+                "create InvoiceItem",
+                lambda c: c.v1.invoice_items.create(
+                    params={
+                        "customer": invoice["customer"],
+                        "invoice": invoice_id,
+                        "amount": -int(amount_minor),
+                        "currency": currency.lower(),
+                        "description": memo,
+                    },
+                    options={"idempotency_key": f"{idempotency_key}:item"},
+                ),
+            )
+            return f"credit item {item.id}"
+        if status in ("open", "paid"):
+            note = self._credit_note(
+                invoice_id,
+                amount_minor=amount_minor,
+                paid=status == "paid",
+                memo=memo,
+                idempotency_key=f"{idempotency_key}:credit",
+                metadata=metadata or {},
+            )
+            return f"credit note {note}"
+        return f"not credited: {status}"
+
+    def _credit_note(
+        self,
+        invoice_id: str,
+        *,
+        amount_minor: int,
+        paid: bool,
+        memo: str,
+        idempotency_key: str,
+        metadata: dict[str, str],
+    ) -> str:
+        params: dict[str, Any] = {
+            "invoice": invoice_id,
+            "amount": int(amount_minor),
+            "memo": memo,
+            "metadata": dict(metadata),
+        }
+        if paid:  # Stripe needs to know where a paid invoice's money goes
+            params["credit_amount"] = int(amount_minor)
+        note = self.call(
+            "create CreditNote",
+            lambda c: c.raw_request(
+                "post", "/v1/credit_notes", idempotency_key=idempotency_key, **params
+            ),
+        )
+        return note.data["id"]
 
     def find_or_create_customer(self, *, email: str, name: str) -> str:
         """The tenant's Stripe customer for `email`; created once."""

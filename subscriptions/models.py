@@ -7,6 +7,7 @@ code does not understand.
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as django_timezone
@@ -33,6 +34,46 @@ class Organization(models.Model):
     )
     timezone = models.CharField(max_length=64, default="UTC")
     created_at = models.DateTimeField(default=django_timezone.now)
+    # What an invoice says about the buyer, and how it is taxed (billing reads
+    # these). Database defaults too, so raw-SQL inserts need not know them.
+    legal_name = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="On invoices; empty: the name.",
+    )
+    billing_address = models.TextField(blank=True, default="", db_default="")
+    country = models.CharField(
+        max_length=2,
+        blank=True,
+        default="",
+        db_default="",
+        validators=[RegexValidator(r"^[A-Z]{2}$", "an ISO 3166 code of two capitals, e.g. DE")],
+        help_text="ISO 3166-1 alpha-2, e.g. DE.",
+    )
+    tax_id = models.CharField(
+        max_length=40, blank=True, default="", db_default="", help_text="e.g. a VAT id."
+    )
+    tax_rate_bps = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(10_000, "a tax rate is at most 100%% (10000 bps)")],
+        help_text="Basis points (2000 = 20%); empty: INVOICE_TAX_RATE_BPS.",
+    )
+    tax_name = models.CharField(
+        max_length=40,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="e.g. VAT; empty: INVOICE_TAX_NAME.",
+    )
+    stripe_bills_plan_fees = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Stripe already bills the plan fees of this tenant's Stripe-linked "
+        "subscriptions: its invoices here carry usage only for those.",
+    )
 
     class Meta:
         ordering = ["key"]
@@ -42,6 +83,14 @@ class Organization(models.Model):
                 name="organization_status_valid",
             ),
             models.CheckConstraint(condition=~Q(key=""), name="organization_key_not_empty"),
+            models.CheckConstraint(
+                condition=Q(tax_rate_bps__isnull=True) | Q(tax_rate_bps__lte=10_000),
+                name="organization_tax_rate_at_most_100_percent",
+            ),
+            models.CheckConstraint(
+                condition=Q(country="") | Q(country__regex=r"^[A-Z]{2}$"),
+                name="organization_country_iso3166",
+            ),
         ]
 
     def __str__(self) -> str:

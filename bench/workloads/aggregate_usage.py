@@ -48,7 +48,8 @@ def seed() -> None:
     t = table_names()
     with connection.cursor() as c:
         c.execute(
-            f"TRUNCATE {t['event']}, {t['agg']}, {t['org']}, {t['metric']} RESTART IDENTITY CASCADE"
+            f"TRUNCATE {t['event']}, {t['agg']}, {t['org']}, {t['metric']}, {t['hour']} "
+            "RESTART IDENTITY CASCADE"
         )
         c.execute("DELETE FROM jobs_jobrun WHERE job = %s", [JOB])
         seed_usage_metrics(c)
@@ -82,9 +83,11 @@ def seed() -> None:
 
 
 def empty_aggregates() -> None:
+    """No aggregate, and no hour in the aggregation ledger: a first aggregation."""
+    t = table_names()
     with connection.cursor() as c:
-        c.execute(f"TRUNCATE {table_names()['agg']} RESTART IDENTITY")
-    settle(table_names()["agg"])
+        c.execute(f"TRUNCATE {t['agg']}, {t['hour']}, {t['revision']} RESTART IDENTITY")
+    settle(t["agg"], t["hour"])
 
 
 RAW_SETTINGS = ("SET LOCAL work_mem = '64MB'", "SET LOCAL jit = off")  # what the job sets

@@ -1,9 +1,12 @@
 """billing.generate_monthly_invoices for 2,000 organizations, PDFs included.
 
-Seeds 2,000 organizations, each with a monthly subscription and usage of two
-priced metrics in January 2026, then times the whole run (build, number,
-render, store on local disk, queue the email with the PDF attached; Stripe off)
-from an emptied invoice state:
+Seeds 2,000 organizations, each with a monthly subscription (bought before
+January, some mid-month: prorated) and usage of two priced metrics in January
+2026 (API calls by the package of 1,000, storage per unit), the month's hours
+in the aggregation ledger as the hourly job leaves them, and the invoice
+document's buyer details, then times the whole run (build, number, render,
+store on local disk, queue the email with the PDF attached; Stripe off) from
+an emptied invoice state:
 
 * project (1 worker): the run through jobs.runner.run_job with no other
   worker, so the run's own process claims and does every chunk;
@@ -50,7 +53,8 @@ def seed() -> None:
         c.execute(
             f"TRUNCATE {t['agg']}, {t['price']}, {t['metric']}, {t['line']}, {t['invoice']}, "
             f"{t['sequence']}, {t['sub']}, {t['org']}, {t['plan']}, {t['attachment']}, "
-            f"{t['outbox']}, {t['audit']}, {t['chunk']} RESTART IDENTITY CASCADE"
+            f"{t['outbox']}, {t['audit']}, {t['chunk']}, {t['hour']}, {t['billed']}, "
+            f"{t['revision']}, {t['credit']} RESTART IDENTITY CASCADE"
         )
         c.execute("DELETE FROM jobs_jobrun WHERE job = %s", [JOB])
         c.execute(
@@ -63,11 +67,24 @@ def seed() -> None:
             ('api_calls', 'API calls', 'sum', 'calls'), ('storage_gb', 'Storage', 'max', 'GB')"""
         )
         c.execute(
-            f"""INSERT INTO {t["price"]} (plan_id, metric_id, unit_price_minor)
-            SELECT p.id, m.id, CASE m.code WHEN 'api_calls' THEN 1 ELSE 25 END
+            f"""INSERT INTO {t["price"]} (plan_id, metric_id, charge_model, unit_price_minor,
+                package_size)
+            SELECT p.id, m.id, CASE m.code WHEN 'api_calls' THEN 'package' ELSE 'per_unit' END,
+                   CASE m.code WHEN 'api_calls' THEN 2500 ELSE 25 END,
+                   CASE m.code WHEN 'api_calls' THEN 1000 ELSE 1 END
             FROM {t["plan"]} p CROSS JOIN {t["metric"]} m"""
         )
         seed_organizations(c, count=ORGANIZATIONS, created_at=datetime(2025, 1, 1, tzinfo=UTC))
+        c.execute(
+            f"""UPDATE {t["org"]} SET legal_name = name || ' Ltd',
+                billing_address = id || ' Market Street' || chr(10) || 'London EC1A 1AA',
+                country = 'GB', tax_id = 'GB' || lpad(id::text, 9, '0')"""
+        )
+        c.execute(
+            f"""INSERT INTO {t["hour"]} (hour, aggregated_at)
+            SELECT %(jan)s + h * interval '1 hour', %(feb)s FROM generate_series(0, 743) h""",
+            {"jan": datetime(2026, 1, 1, tzinfo=UTC), "feb": datetime(2026, 2, 1, tzinfo=UTC)},
+        )
         c.execute(
             f"""INSERT INTO {t["agg"]} (organization_id, metric, hour, total, event_count,
                 updated_at)
@@ -90,7 +107,8 @@ def seed() -> None:
                 status="active",
                 current_period_start=jan + timedelta(days=org_id % 28),
                 current_period_end=jan + timedelta(days=org_id % 28 + 31),
-                created_at=jan,
+                # Most bought before January (a full month), one in ten mid-month.
+                created_at=jan + timedelta(days=org_id % 28) if org_id % 10 == 0 else jan,
                 updated_at=jan,
             )
             for org_id in Organization.objects.values_list("pk", flat=True)
@@ -105,7 +123,8 @@ def reset_invoices(media: Path) -> None:
     with connection.cursor() as c:
         c.execute(
             f"TRUNCATE {t['line']}, {t['invoice']}, {t['sequence']}, {t['attachment']}, "
-            f"{t['outbox']}, {t['audit']}, {t['chunk']} RESTART IDENTITY CASCADE"
+            f"{t['outbox']}, {t['audit']}, {t['chunk']}, {t['billed']}, {t['credit']} "
+            "RESTART IDENTITY CASCADE"
         )
         c.execute("DELETE FROM jobs_jobrun WHERE job = %s", [JOB])
         c.execute("DELETE FROM django_q_ormq")
@@ -127,12 +146,14 @@ def warm_up() -> None:
             organization_name="Warm up",
             billing_email="warm@example.com",
             issue_date="2026-02-01",
+            due_date="2026-02-15",
+            payment_terms="Payment terms: net 14 days.",
             period_label="January 2026",
             currency="EUR",
             subtotal_minor=100,
             tax_minor=0,
             total_minor=100,
-            lines=[PdfLine("Plan", 1, 100, 100)],
+            lines=[PdfLine("Plan", 1, "month", 100, 100)],
         )
     )
 

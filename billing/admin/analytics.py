@@ -24,6 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from billing.models import DailyMetrics
 from billing.selectors import daily_series
+from billing.services.pdf import format_money
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from subscriptions.models import Organization
 
@@ -227,11 +228,11 @@ class DailyMetricsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "day",
         "organization",
         "currency",
-        "revenue_minor",
+        "revenue",
         "new_subscriptions",
         "churned_subscriptions",
         "active_subscriptions",
-        "mrr_minor",
+        "mrr",
         "chart_link",
     )
     list_filter = ("day",)
@@ -241,6 +242,14 @@ class DailyMetricsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ordering = ("-day", "organization")
     show_full_result_count = False
     change_list_template = "admin/billing/dailymetrics/change_list.html"
+
+    @admin.display(description="revenue", ordering="revenue_minor")
+    def revenue(self, obj: DailyMetrics) -> str:
+        return format_money(obj.revenue_minor, obj.currency)
+
+    @admin.display(description="MRR", ordering="mrr_minor")
+    def mrr(self, obj: DailyMetrics) -> str:
+        return format_money(obj.mrr_minor, obj.currency)
 
     @admin.display(description="chart")
     def chart_link(self, obj: DailyMetrics) -> str:

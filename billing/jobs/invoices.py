@@ -7,23 +7,35 @@ from typing import Annotated, Any
 
 from django.conf import settings
 
+from billing.services.build import NothingToBill, Period, build_drafts
+from billing.services.credit_notes import regenerate_invoice as regenerate_invoice_service
+from billing.services.drafts import draft_item_key, invoices_to_finalize
 from billing.services.invoices import (
-    NothingToBill,
-    Period,
-    build_drafts,
+    make_usage_complete,
     organizations_to_invoice,
     queue_run_summary,
     run_period,
 )
-from billing.services.invoices import (
-    regenerate_invoice as regenerate_invoice_service,
-)
+from billing.services.usage import UsageIncomplete
 from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
 from maintenance.services import job_actor
+from subscriptions.models import Organization
 
 CHUNK_TARGET = "billing.services.invoices.process_chunk"
+FINALIZE_TARGET = "billing.services.drafts.process_finalize_chunk"
+
+
+def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:
+    """The period's usage made complete before anything is billed from it
+    (every hour aggregated, none late), or JobAborted saying why not."""
+    try:
+        return make_usage_complete(period, as_of=ctx.slot, dry_run=ctx.dry_run)
+    except UsageIncomplete as exc:
+        raise JobAborted(
+            f"the usage of {period.label} is incomplete: {exc}; nothing invoiced"
+        ) from exc
 
 
 @job(
@@ -41,10 +53,15 @@ def generate_monthly_invoices(
 ) -> dict[str, Any]:
     """Invoice every active organization for the month before the slot (or `process_month`).
 
-    Organizations are fanned out in chunks over the cluster's workers; each
-    chunk builds, numbers, renders, stores, sends to Stripe and emails its
-    invoices, skipping whatever an earlier attempt finished, so a rerun or a
-    redone chunk never bills twice. Dry run: builds in memory, reports totals.
+    First the month's usage is made complete: hours not yet aggregated (the
+    month's last hour, at 00:00 on the 1st) and hours with late events are
+    aggregated here, with billing.aggregate_usage's own statement (summary
+    `usage`). Then organizations are fanned out in chunks over the cluster's
+    workers; each chunk builds, numbers, renders, stores, sends to Stripe and
+    emails its invoices, skipping whatever an earlier attempt finished, so a
+    rerun or a redone chunk never bills twice. With INVOICE_GRACE_HOURS above
+    0 the chunks make drafts, which billing.finalize_invoices finalizes. Dry
+    run: builds in memory, reports totals and the hours it would aggregate.
     """
     started = time.perf_counter()
     try:
@@ -55,6 +72,7 @@ def generate_monthly_invoices(
         raise JobAborted(
             f"{period.label} is not over at the slot {ctx.slot:%Y-%m-%d %H:%M}; nothing invoiced"
         )
+    usage = complete_period_usage(ctx, period)
     organizations = organizations_to_invoice(
         organization_id=ctx.tenant.pk if ctx.tenant is not None else None
     )
@@ -65,6 +83,8 @@ def generate_monthly_invoices(
     summary: dict[str, Any] = {
         "period": period.label,
         "dry_run": ctx.dry_run,
+        "usage": usage,
+        "grace_hours": settings.INVOICE_GRACE_HOURS,
         "organizations": len(ids),
         "chunks": result.chunks,
         **result.summary,
@@ -85,15 +105,15 @@ def generate_monthly_invoices(
 def regenerate_invoice(
     ctx: JobContext, *, month: str, organization: str = "", reason: str = ""
 ) -> dict[str, Any]:
-    """Void one organization's invoice for a month and issue a new one (new number, PDF, email).
+    """Credit and void one organization's invoice for a month and issue a new one.
 
-    `organization` is its key (default: the run's tenant), `month` YYYY-MM.
-    Run it with the organization as tenant (the admin does) so regenerations
-    of different organizations run side by side. Dry run: builds the new
-    invoice in memory and reports it; voids nothing.
+    The month's usage is completed first; the old invoice gets a full credit
+    note (CN number, PDF, email, Stripe withdrawal), the new one a new number,
+    PDF, Stripe invoice and email. `organization` is its key (default: the
+    run's tenant), `month` YYYY-MM. Run it with the organization as tenant
+    (the admin does) so regenerations of different organizations run side by
+    side. Dry run: builds the new invoice in memory and reports it; voids nothing.
     """
-    from subscriptions.models import Organization
-
     organization = organization or ctx.tenant_key
     if not organization:
         raise JobAborted("give the organization (or run for a tenant); nothing regenerated")
@@ -123,14 +143,14 @@ def regenerate_invoice(
             "lines": len(draft.lines),
         }
     try:
-        new, old, report = regenerate_invoice_service(
+        new, old, report, credit_note = regenerate_invoice_service(
             organization=org,
             period=period,
             actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
             job_run_id=ctx.run.pk,
             reason=reason,
         )
-    except NothingToBill as exc:
+    except (NothingToBill, UsageIncomplete, ValueError) as exc:
         raise JobAborted(f"{exc}; nothing regenerated") from exc
     ctx.count(processed=1)
     if report.errors:
@@ -141,6 +161,7 @@ def regenerate_invoice(
     return {
         **base,
         "voided": old.number if old else None,
+        "credit_note": credit_note.number if credit_note else None,
         "invoice": new.number,
         "invoice_id": new.pk,
         "total_minor": new.total_minor,
@@ -151,3 +172,52 @@ def regenerate_invoice(
         "email_id": new.email_id,
         "errors": report.errors_by_component(),
     }
+
+
+@job(
+    "billing.finalize_invoices",
+    schedule="0 0 * * * *",
+    queue="default",
+    timeout=3600,
+    supports_item_rerun=True,
+)
+def finalize_invoices(
+    ctx: JobContext,
+    *,
+    chunk_size: Annotated[int, Range(ge=1, le=1000)] | None = None,
+) -> dict[str, Any]:
+    """Finalize draft invoices whose grace (INVOICE_GRACE_HOURS after their month) is over.
+
+    For each month with due drafts, its usage is made complete first (events
+    that arrived in the grace count); then the drafts are fanned out in
+    chunks like the monthly run: rebuilt from fresh usage (manual lines
+    kept), numbered, rendered, sent to Stripe and emailed. Invoices it
+    finalized within a day that still lack their PDF or email are completed
+    again, so a crashed run is finished by the next hour's. Item keys are
+    `<organization>:<YYYY-MM>`. Dry run: reports what it would finalize.
+    """
+    started = time.perf_counter()
+    invoices = invoices_to_finalize(
+        slot=ctx.slot,
+        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        only_keys=ctx.only_items,
+    )
+    usage: dict[str, Any] = {}
+    for start in sorted({inv.period_start for inv in invoices if inv.status == "draft"}):
+        usage[f"{start:%Y-%m}"] = complete_period_usage(ctx, Period.of_month(start))
+    ids = [inv.pk for inv in invoices if ctx.should_process(draft_item_key(inv))]
+    result = ctx.fan_out(
+        FINALIZE_TARGET, items=ids, chunk_size=chunk_size or settings.INVOICE_CHUNK_SIZE
+    )
+    summary: dict[str, Any] = {
+        "dry_run": ctx.dry_run,
+        "invoices": len(ids),
+        "periods": sorted({f"{inv.period_start:%Y-%m}" for inv in invoices}),
+        "usage": usage,
+        "chunks": result.chunks,
+        **result.summary,
+    }
+    if result.failed_chunks:
+        summary["failed_chunks"] = result.failed_chunks
+    summary["duration_seconds"] = round(time.perf_counter() - started, 3)
+    return summary

@@ -1,33 +1,53 @@
-"""Usage, invoices and daily analytics: one module each."""
+"""Usage, invoices, credit notes and daily analytics: one module each."""
 
 from billing.models.analytics import DailyMetrics
+from billing.models.credit_notes import (
+    CreditNote,
+    CreditNoteKind,
+    CreditNoteLine,
+    CreditNoteStatus,
+)
 from billing.models.invoices import (
+    BilledUsage,
     Invoice,
     InvoiceLine,
     InvoiceLineKind,
-    InvoiceNumberSequence,
     InvoiceStatus,
+    NumberSequence,
 )
 from billing.models.usage import (
     AggregationType,
     BillableMetric,
+    ChargeModel,
     PlanMetricPrice,
+    PriceTier,
     UsageAggregate,
     UsageEvent,
+    UsageHour,
     UsageLateHour,
+    UsageRevision,
 )
 
 __all__ = [
     "AggregationType",
     "BillableMetric",
+    "BilledUsage",
+    "ChargeModel",
+    "CreditNote",
+    "CreditNoteKind",
+    "CreditNoteLine",
+    "CreditNoteStatus",
     "DailyMetrics",
     "Invoice",
     "InvoiceLine",
     "InvoiceLineKind",
-    "InvoiceNumberSequence",
     "InvoiceStatus",
+    "NumberSequence",
     "PlanMetricPrice",
+    "PriceTier",
     "UsageAggregate",
     "UsageEvent",
+    "UsageHour",
     "UsageLateHour",
+    "UsageRevision",
 ]

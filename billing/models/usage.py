@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone as django_timezone
@@ -37,14 +38,47 @@ class BillableMetric(models.Model):
         return self.code
 
 
+class ChargeModel(models.TextChoices):
+    """How a metric's period total becomes money (as Lago and Stripe define them)."""
+
+    PER_UNIT = "per_unit", "Per unit"
+    PACKAGE = "package", "Package (per block of units, partial blocks rounded up)"
+    GRADUATED = "graduated", "Graduated tiers"
+
+
 class PlanMetricPrice(models.Model):
-    """A metric's unit price on one plan, in the plan's currency."""
+    """A metric's price on one plan, in the plan's currency.
+
+    * per unit: `unit_price_minor` per unit;
+    * package: `unit_price_minor` per block of `package_size` units, a partial
+      block billed as a whole one;
+    * graduated: the PriceTier rows, each unit at the price of the tier it falls in.
+
+    Written through billing.services.pricing.set_metric_price (or the admin,
+    which validates the same way), so tiers are contiguous and start at 0.
+    """
 
     plan = models.ForeignKey(
         "subscriptions.Plan", on_delete=models.CASCADE, related_name="metric_prices"
     )
     metric = models.ForeignKey(BillableMetric, on_delete=models.PROTECT, related_name="prices")
-    unit_price_minor = models.BigIntegerField(help_text="Price per unit in minor units.")
+    charge_model = models.CharField(
+        max_length=10,
+        choices=ChargeModel.choices,
+        default=ChargeModel.PER_UNIT,
+        db_default=ChargeModel.PER_UNIT,
+    )
+    unit_price_minor = models.BigIntegerField(
+        default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Minor units (cents): per unit, or per package. Unused by graduated prices.",
+    )
+    package_size = models.PositiveIntegerField(
+        default=1,
+        db_default=1,
+        validators=[MinValueValidator(1)],
+        help_text="Units per package (package prices only).",
+    )
 
     class Meta:
         ordering = ["plan", "metric"]
@@ -53,10 +87,51 @@ class PlanMetricPrice(models.Model):
             models.CheckConstraint(
                 condition=Q(unit_price_minor__gte=0), name="planmetricprice_not_negative"
             ),
+            models.CheckConstraint(
+                condition=Q(charge_model__in=[c.value for c in ChargeModel]),
+                name="planmetricprice_charge_model_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(package_size__gte=1), name="planmetricprice_package_size_positive"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.metric} on {self.plan}: {self.unit_price_minor}"
+        return f"{self.metric} on {self.plan}: {self.charge_model}"
+
+
+class PriceTier(models.Model):
+    """One tier of a graduated price: units `first_unit`..`last_unit` (inclusive,
+    as "0-1,000, 1,001-10,000, 10,001 and above" reads; the first tier starts at
+    0, each next one right after the previous, the last has no end) at
+    `unit_price_minor` each."""
+
+    price = models.ForeignKey(PlanMetricPrice, on_delete=models.CASCADE, related_name="tiers")
+    first_unit = models.BigIntegerField(validators=[MinValueValidator(0)])
+    last_unit = models.BigIntegerField(
+        null=True, blank=True, help_text="Inclusive; empty for the last tier (and above)."
+    )
+    unit_price_minor = models.BigIntegerField(
+        validators=[MinValueValidator(0)], help_text="Minor units (cents) per unit in this tier."
+    )
+
+    class Meta:
+        ordering = ["price", "first_unit"]
+        constraints = [
+            models.UniqueConstraint(fields=["price", "first_unit"], name="pricetier_unique_start"),
+            models.CheckConstraint(condition=Q(first_unit__gte=0), name="pricetier_start_positive"),
+            models.CheckConstraint(
+                condition=Q(unit_price_minor__gte=0), name="pricetier_price_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(last_unit__isnull=True) | Q(last_unit__gte=models.F("first_unit")),
+                name="pricetier_ends_after_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        end = f"{self.last_unit:,}" if self.last_unit is not None else "and above"
+        return f"{self.first_unit:,}-{end}: {self.unit_price_minor}"
 
 
 class UsageEvent(models.Model):
@@ -144,3 +219,47 @@ class UsageLateHour(models.Model):
 
     def __str__(self) -> str:
         return f"late events in {self.hour:%Y-%m-%d %H:00}"
+
+
+class UsageHour(models.Model):
+    """The ledger of aggregated hours: written by every full aggregation of an
+    hour (all organizations), so "every hour of the period was aggregated" is
+    one indexed read, also for hours that had no events."""
+
+    hour = models.DateTimeField(unique=True)
+    aggregated_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["-hour"]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} aggregated {self.aggregated_at:%Y-%m-%d %H:%M}"
+
+
+class UsageRevision(models.Model):
+    """An organization's usage of a month changed when an hour of it was rebuilt
+    (late events). `version` goes up with every such rebuild. The invoice that
+    bills the month, or the next one (as an adjustment line), rechecks the
+    month and removes the row only if its version is the one it read, so a
+    rebuild racing the invoice leaves its mark for the next invoice."""
+
+    organization = models.ForeignKey(
+        "subscriptions.Organization",
+        on_delete=models.CASCADE,
+        related_name="usage_revisions",
+        db_index=False,  # led by usagerevision_unique_month
+    )
+    period_start = models.DateField(help_text="First day of the month whose usage changed.")
+    version = models.PositiveIntegerField(default=1)
+    revised_at = models.DateTimeField(default=django_timezone.now)
+
+    class Meta:
+        ordering = ["-revised_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "period_start"], name="usagerevision_unique_month"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.period_start:%Y-%m} v{self.version}"

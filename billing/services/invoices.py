@@ -1,16 +1,23 @@
 """Monthly invoices: build, finalize with a gapless number, PDF, Stripe, email.
 
-The invoice run (billing.generate_monthly_invoices) fans organizations out in
-chunks; `process_chunk` does one chunk through five steps, each one skipping
-what an earlier attempt already did, so a rerun or a chunk redone after its
-worker died never makes a second invoice, PDF, Stripe invoice or email:
+The invoice run (billing.generate_monthly_invoices) first makes the period's
+usage complete (billing.services.usage.complete_usage: every hour aggregated,
+no hour late), then fans organizations out in chunks; `process_chunk` does
+one chunk through five steps, each one skipping what an earlier attempt
+already did, so a rerun or a chunk redone after its worker died never makes a
+second invoice, PDF, Stripe invoice or email:
 
-1. build: plan fees and priced usage of the period, in memory;
+1. build: plan fees, priced usage and late usage of earlier months, in
+   memory (billing.services.build);
 2. finalize: one transaction per chunk locks the year's number sequence,
    skips organizations that already have a live invoice for the period
    (the database also refuses a second one), and inserts the invoices with
-   consecutive numbers, their lines and audit records. Numbers are consumed
-   only by a committed insert, so they have no gaps and are never reused;
+   consecutive numbers, their lines, their usage-ledger rows and audit
+   records. Numbers are consumed only by a committed insert, so they have no
+   gaps and are never reused. With INVOICE_GRACE_HOURS above 0 this step
+   inserts drafts instead (no number, nothing sent); billing.finalize_invoices
+   finalizes them when the grace is over (billing.services.drafts),
+   recomputing their usage first;
 3. PDF: invoices without a stored PDF are rendered as one document and split
    (billing.services.pdf), stored under a name made of the number
    (`invoices/<year>/<number>.pdf`, overwritten when redone), then recorded;
@@ -24,6 +31,7 @@ worker died never makes a second invoice, PDF, Stripe invoice or email:
    the outbox's job, with its own status and retries).
 
 A failure is recorded per organization and component; the others go on.
+Corrections go through credit notes (billing.services.credit_notes).
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -43,84 +51,75 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import (
-    BillableMetric,
+    BilledUsage,
     Invoice,
     InvoiceLine,
     InvoiceLineKind,
-    InvoiceNumberSequence,
     InvoiceStatus,
-    PlanMetricPrice,
+    NumberSequence,
+    UsageRevision,
 )
 from billing.models.invoices import invoice_storage
-from billing.services.pdf import PdfInvoice, PdfLine, format_money, line_detail, render_many
-from maintenance.models import AuditTrail
-from subscriptions.models import (
-    Organization,
-    OrganizationStatus,
-    PlanInterval,
-    Subscription,
-    SubscriptionStatus,
+from billing.services.build import (
+    InvoiceDraft,
+    LineDraft,
+    NothingToBill,
+    Period,
+    build_drafts,
+    tax_for,
 )
+from billing.services.pdf import PdfInvoice, PdfLine, format_money, format_rate, render_many
+from billing.services.usage import UsageIncomplete, complete_usage
+from maintenance.services import BulkChange, job_actor, record_bulk_audit
+from notifications.services import (
+    Attachment,
+    EmailDraft,
+    EmailTemplate,
+    queue_bulk_with_attachments,
+    queue_email,
+)
+from subscriptions.models import Organization, OrganizationStatus
+
+__all__ = [
+    "InvoiceDraft",
+    "LineDraft",
+    "NothingToBill",
+    "Period",
+    "UsageIncomplete",
+    "build_drafts",
+    "tax_for",
+]
 
 logger = logging.getLogger(__name__)
 
 OBJECT_TYPE = "billing.invoice"
 COMPONENTS = ("build", "finalize", "pdf", "storage", "stripe", "stripe_void", "email")
-# Subscriptions whose plan fee is billed for a period they overlap. Trials are
-# free; expired, suspended and canceled ones were not renewed.
-BILLABLE_STATUSES = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE)
 EMAIL_KIND = "billing.invoice"
+INVOICE_SERIES = "INV"
 
 
-class NothingToBill(ValueError):
-    """The organization has no billable subscription in the period."""
+# --- numbering ------------------------------------------------------------------
 
 
-# --- periods --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Period:
-    start: date  # first day of the month
-    end: date  # first day of the next month (exclusive)
-
-    @classmethod
-    def of_month(cls, month: date) -> Period:
-        start = month.replace(day=1)
-        end = date(start.year + (start.month == 12), start.month % 12 + 1, 1)
-        return cls(start, end)
-
-    @classmethod
-    def parse(cls, text: str) -> Period:
-        """ "2026-01" -> January 2026; anything else is a ValueError naming the format."""
-        try:
-            year, month = (int(part) for part in text.strip().split("-"))
-            return cls.of_month(date(year, month, 1))
-        except (TypeError, ValueError):
-            raise ValueError(f"month must be YYYY-MM, got {text!r}") from None
-
-    @classmethod
-    def before_slot(cls, slot: datetime) -> Period:
-        """The month before the slot's month (UTC): the 1 Feb run bills January."""
-        day = slot.astimezone(UTC).date().replace(day=1)
-        previous = date(day.year - (day.month == 1), (day.month - 2) % 12 + 1, 1)
-        return cls.of_month(previous)
-
-    @property
-    def label(self) -> str:
-        return f"{self.start:%Y-%m}"
-
-    @property
-    def start_at(self) -> datetime:
-        return datetime(self.start.year, self.start.month, 1, tzinfo=UTC)
-
-    @property
-    def end_at(self) -> datetime:
-        return datetime(self.end.year, self.end.month, 1, tzinfo=UTC)
+def document_number(series: str, year: int, sequence: int) -> str:
+    return f"{series}-{year}-{sequence:06d}"
 
 
 def invoice_number(year: int, sequence: int) -> str:
-    return f"INV-{year}-{sequence:06d}"
+    return document_number(INVOICE_SERIES, year, sequence)
+
+
+def lock_sequence(series: str, year: int) -> NumberSequence:
+    """The series' counter of the year, locked until the transaction ends (made if new)."""
+    NumberSequence.objects.bulk_create(
+        [NumberSequence(series=series, year=year)], ignore_conflicts=True
+    )
+    return NumberSequence.objects.select_for_update().get(series=series, year=year)
+
+
+def issue_year(period: Period) -> int:
+    """Invoices are issued on the first day after their period; numbers count per that year."""
+    return period.end.year
 
 
 def pdf_name(number: str) -> str:
@@ -136,162 +135,102 @@ def stripe_idempotency_key(*, organization_id: int, period: Period, reissue_of: 
     return f"{key}:{reissue_of}" if reissue_of else key
 
 
-# --- 1. build ---------------------------------------------------------------------
-
-
-@dataclass
-class LineDraft:
-    kind: str
-    description: str
-    quantity: int
-    unit_price_minor: int
-    amount_minor: int
-    metric: str = ""
-
-
-@dataclass
-class InvoiceDraft:
-    organization_id: int
-    organization_key: str
-    period: Period
-    currency: str
-    lines: list[LineDraft]
-    tax_minor: int = 0
-
-    @property
-    def subtotal_minor(self) -> int:
-        return sum(line.amount_minor for line in self.lines)
-
-    @property
-    def total_minor(self) -> int:
-        return self.subtotal_minor + self.tax_minor
-
-
-def tax_for(subtotal_minor: int) -> int:
-    """INVOICE_TAX_RATE_BPS of the subtotal, rounded half up, in integers."""
-    bps = settings.INVOICE_TAX_RATE_BPS
-    if not bps or subtotal_minor <= 0:
-        return 0
-    return (subtotal_minor * bps + 5_000) // 10_000
-
-
-def _billable_subscriptions(
-    organization_ids: Sequence[int], period: Period
-) -> dict[int, list[Subscription]]:
-    """Subscriptions billed in the period, per organization: monthly plans whose
-    current period overlaps it; yearly plans whose current period starts in it."""
-    overlaps = Q(current_period_start__lt=period.end_at, current_period_end__gt=period.start_at)
-    yearly_starts = Q(
-        plan__interval=PlanInterval.YEAR,
-        current_period_start__gte=period.start_at,
-        current_period_start__lt=period.end_at,
-    )
-    rows = (
-        Subscription.objects.filter(
-            organization_id__in=organization_ids, status__in=BILLABLE_STATUSES
-        )
-        .filter((overlaps & ~Q(plan__interval=PlanInterval.YEAR)) | yearly_starts)
-        .select_related("plan")
-        .order_by("organization_id", "-plan__price_minor", "id")
-    )
-    by_org: dict[int, list[Subscription]] = defaultdict(list)
-    for sub in rows:
-        by_org[sub.organization_id].append(sub)
-    return by_org
-
-
-def build_drafts(
-    *, organizations: Sequence[Organization], period: Period
-) -> tuple[dict[int, InvoiceDraft], dict[int, str]]:
-    """The invoices the organizations would get, and why others get none.
-
-    Plan fee: one line per billable subscription. Usage: one line per metric
-    with usage, priced by the organization's main plan (its dearest billable
-    subscription's); metrics without a price on that plan are not billed.
-    """
-    from billing.selectors import usage_totals
-
-    ids = [org.pk for org in organizations]
-    subscriptions = _billable_subscriptions(ids, period)
-    usage = usage_totals(organization_ids=ids, start=period.start_at, end=period.end_at)
-    plan_ids = {subs[0].plan_id for subs in subscriptions.values()}
-    prices: dict[tuple[int, str], int] = {
-        (plan_id, code): price
-        for plan_id, code, price in PlanMetricPrice.objects.filter(
-            plan_id__in=plan_ids
-        ).values_list("plan_id", "metric__code", "unit_price_minor")
-    }
-    metrics = {m.code: m for m in BillableMetric.objects.all()}
-    usage_by_org: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for (org_id, code), total in sorted(usage.items()):
-        usage_by_org[org_id].append((code, total))
-
-    drafts: dict[int, InvoiceDraft] = {}
-    reasons: dict[int, str] = {}
-    for org in organizations:
-        subs = subscriptions.get(org.pk)
-        if not subs:
-            reasons[org.pk] = "no billable subscription in the period"
-            continue
-        main = subs[0].plan
-        currencies = {sub.plan.currency for sub in subs}
-        if len(currencies) > 1:
-            raise_for = ", ".join(sorted(currencies))
-            reasons[org.pk] = f"error: subscriptions in several currencies ({raise_for})"
-            continue
-        lines = [
-            LineDraft(
-                kind=InvoiceLineKind.PLAN,
-                description=f"{sub.plan.name} plan ({sub.plan.get_interval_display().lower()}), "
-                f"{period.label}",
-                quantity=1,
-                unit_price_minor=sub.plan.price_minor,
-                amount_minor=sub.plan.price_minor,
+def audit_invoices(
+    invoices: Iterable[Invoice],
+    *,
+    keys: dict[int, str],
+    action: str,
+    changes: Callable[[Invoice], dict[str, Any]],
+    actor: str,
+    job_run_id: int | None,
+    at: datetime | None = None,
+) -> None:
+    """One audit record per invoice (changes differ: numbers, statuses), all in
+    one INSERT through the audit trail's bulk writer."""
+    record_bulk_audit(
+        [
+            BulkChange(
+                tenant=keys.get(invoice.organization_id, ""),
+                action=action,
+                object_type=OBJECT_TYPE,
+                object_ids=[invoice.pk],
+                changes=changes(invoice),
             )
-            for sub in subs
-        ]
-        for code, total in usage_by_org.get(org.pk, ()):
-            price = prices.get((main.pk, code))
-            if price is None or total <= 0:
-                continue
-            metric = metrics.get(code)
-            unit = f" ({metric.unit})" if metric and metric.unit else ""
-            lines.append(
-                LineDraft(
-                    kind=InvoiceLineKind.USAGE,
-                    description=f"{metric.name if metric else code}{unit}",
-                    metric=code,
-                    quantity=total,
-                    unit_price_minor=price,
-                    amount_minor=total * price,
-                )
-            )
-        draft = InvoiceDraft(
-            organization_id=org.pk,
-            organization_key=org.key,
-            period=period,
-            currency=main.currency,
-            lines=lines,
-        )
-        draft.tax_minor = tax_for(draft.subtotal_minor)
-        drafts[org.pk] = draft
-    return drafts, reasons
+            for invoice in invoices
+        ],
+        actor=actor,
+        job_run_id=job_run_id,
+        at=at,
+    )
 
 
 # --- 2. finalize ----------------------------------------------------------------
 
 
-def _lock_sequence(year: int) -> InvoiceNumberSequence:
-    """The year's counter, locked until the transaction ends (made if new)."""
-    InvoiceNumberSequence.objects.bulk_create(
-        [InvoiceNumberSequence(year=year)], ignore_conflicts=True
-    )
-    return InvoiceNumberSequence.objects.select_for_update().get(year=year)
+def _line_rows(invoice: Invoice, lines: Iterable[LineDraft]) -> list[InvoiceLine]:
+    return [
+        InvoiceLine(
+            invoice=invoice,
+            kind=line.kind,
+            description=line.description[:300],
+            metric=line.metric,
+            quantity=line.quantity,
+            unit=line.unit[:64],
+            unit_price_minor=line.unit_price_minor,
+            amount_minor=line.amount_minor,
+            adjusts_period_start=line.adjusts_period_start,
+            reason=line.reason,
+            added_by=line.added_by,
+        )
+        for line in lines
+    ]
 
 
-def issue_year(period: Period) -> int:
-    """Invoices are issued on the first day after their period; numbers count per that year."""
-    return period.end.year
+def _ledger_rows(invoice: Invoice, draft: InvoiceDraft) -> list[BilledUsage]:
+    return [
+        BilledUsage(
+            organization_id=draft.organization_id,
+            period_start=usage.period_start,
+            metric=usage.metric,
+            revision=usage.revision,
+            quantity=usage.quantity,
+            amount_minor=usage.amount_minor,
+            invoice=invoice,
+        )
+        for usage in draft.usage
+    ]
+
+
+def _consume_revisions(drafts: Iterable[InvoiceDraft]) -> None:
+    """Remove the usage revisions the finalized drafts read, unless a rebuild
+    bumped them since (then the next invoice rechecks the month)."""
+    seen = Q()
+    any_seen = False
+    for draft in drafts:
+        for month, version in draft.revisions.items():
+            seen |= Q(organization_id=draft.organization_id, period_start=month, version=version)
+            any_seen = True
+    if any_seen:
+        UsageRevision.objects.filter(seen).delete()
+
+
+def _numbered_fields(draft: InvoiceDraft, *, number: str, now: datetime) -> dict[str, Any]:
+    issued = now.date()
+    return {
+        "number": number,
+        "status": InvoiceStatus.FINALIZED,
+        "currency": draft.currency,
+        "subtotal_minor": draft.subtotal_minor,
+        "tax_minor": draft.tax_minor,
+        "total_minor": draft.total_minor,
+        "tax_rate_bps": draft.tax_rate_bps,
+        "tax_name": draft.tax_name,
+        "reverse_charge": draft.reverse_charge,
+        "price_plan_id": draft.price_plan_id,
+        "issued_on": issued,
+        "due_on": issued + timedelta(days=settings.INVOICE_PAYMENT_TERMS_DAYS),
+        "finalized_at": now,
+    }
 
 
 def finalize(
@@ -308,21 +247,8 @@ def finalize(
     now = timezone.now()
     with transaction.atomic():
         for year in sorted({issue_year(d.period) for d in drafts}):
-            batch = [d for d in drafts if issue_year(d.period) == year]
-            sequence = _lock_sequence(year)
-            taken = set(
-                Invoice.objects.filter(
-                    organization_id__in=[d.organization_id for d in batch],
-                    period_start__in={d.period.start for d in batch},
-                )
-                .exclude(status=InvoiceStatus.VOID)
-                .values_list("organization_id", "period_start")
-            )
-            fresh = []
-            for d in batch:
-                if (d.organization_id, d.period.start) not in taken:
-                    taken.add((d.organization_id, d.period.start))  # once, even if repeated
-                    fresh.append(d)
+            sequence = lock_sequence(INVOICE_SERIES, year)
+            fresh = _not_yet_invoiced([d for d in drafts if issue_year(d.period) == year])
             if not fresh:
                 continue
             invoices = [
@@ -330,36 +256,18 @@ def finalize(
                     organization_id=d.organization_id,
                     period_start=d.period.start,
                     period_end=d.period.end,
-                    number=invoice_number(year, sequence.last_number + i),
-                    status=InvoiceStatus.FINALIZED,
-                    currency=d.currency,
-                    subtotal_minor=d.subtotal_minor,
-                    tax_minor=d.tax_minor,
-                    total_minor=d.total_minor,
                     created_at=now,
-                    finalized_at=now,
+                    **_numbered_fields(
+                        d, number=invoice_number(year, sequence.last_number + i), now=now
+                    ),
                 )
                 for i, d in enumerate(fresh, start=1)
             ]
             Invoice.objects.bulk_create(invoices)
             sequence.last_number += len(fresh)
             sequence.save(update_fields=["last_number"])
-            InvoiceLine.objects.bulk_create(
-                [
-                    InvoiceLine(
-                        invoice=invoice,
-                        kind=line.kind,
-                        description=line.description[:300],
-                        metric=line.metric,
-                        quantity=line.quantity,
-                        unit_price_minor=line.unit_price_minor,
-                        amount_minor=line.amount_minor,
-                    )
-                    for invoice, d in zip(invoices, fresh, strict=True)
-                    for line in d.lines
-                ]
-            )
-            audit_many(
+            _write_contents(invoices, fresh)
+            audit_invoices(
                 invoices,
                 keys={d.organization_id: d.organization_key for d in fresh},
                 action="invoice.finalized",
@@ -372,65 +280,223 @@ def finalize(
     return created
 
 
-def audit_many(
-    invoices: Iterable[Invoice],
-    *,
-    keys: dict[int, str],
-    action: str,
-    changes: Any,
-    actor: str,
-    job_run_id: int | None,
-    at: datetime | None = None,
-) -> None:
-    """One audit record per invoice (an invoice is its organization's only
-    one in the period, so the bulk pattern's one-per-tenant is one per invoice),
-    written in one INSERT."""
-    at = at or timezone.now()
-    AuditTrail.objects.bulk_create(
-        [
-            AuditTrail(
-                at=at,
-                actor=actor,
-                tenant=keys.get(invoice.organization_id, ""),
-                action=action,
-                object_type=OBJECT_TYPE,
-                object_id=str(invoice.pk),
-                changes=changes(invoice),
-                job_run_id=job_run_id,
-            )
-            for invoice in invoices
-        ]
+def _not_yet_invoiced(drafts: Sequence[InvoiceDraft]) -> list[InvoiceDraft]:
+    taken = set(
+        Invoice.objects.filter(
+            organization_id__in=[d.organization_id for d in drafts],
+            period_start__in={d.period.start for d in drafts},
+        )
+        .exclude(status=InvoiceStatus.VOID)
+        .values_list("organization_id", "period_start")
     )
+    fresh = []
+    for d in drafts:
+        if (d.organization_id, d.period.start) not in taken:
+            taken.add((d.organization_id, d.period.start))  # once, even if repeated
+            fresh.append(d)
+    return fresh
+
+
+def _write_contents(invoices: Sequence[Invoice], drafts: Sequence[InvoiceDraft]) -> None:
+    """Lines, usage-ledger rows and consumed revisions of freshly numbered invoices."""
+    pairs = list(zip(invoices, drafts, strict=True))
+    InvoiceLine.objects.bulk_create([row for inv, d in pairs for row in _line_rows(inv, d.lines)])
+    BilledUsage.objects.bulk_create([row for inv, d in pairs for row in _ledger_rows(inv, d)])
+    _consume_revisions(drafts)
+
+
+def save_drafts(
+    *, drafts: Sequence[InvoiceDraft], actor: str, job_run_id: int | None = None
+) -> list[Invoice]:
+    """Insert the drafts as draft invoices (no number, nothing sent), to be
+    finalized INVOICE_GRACE_HOURS after their period ends. Like `finalize`,
+    organizations with a live invoice for the period are left out."""
+    if not drafts:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        fresh = _not_yet_invoiced(drafts)
+        invoices = [
+            Invoice(
+                organization_id=d.organization_id,
+                period_start=d.period.start,
+                period_end=d.period.end,
+                status=InvoiceStatus.DRAFT,
+                currency=d.currency,
+                subtotal_minor=d.subtotal_minor,
+                tax_minor=d.tax_minor,
+                total_minor=d.total_minor,
+                tax_rate_bps=d.tax_rate_bps,
+                tax_name=d.tax_name,
+                reverse_charge=d.reverse_charge,
+                price_plan_id=d.price_plan_id,
+                grace_until=d.period.end_at + timedelta(hours=settings.INVOICE_GRACE_HOURS),
+                created_at=now,
+            )
+            for d in fresh
+        ]
+        Invoice.objects.bulk_create(invoices)
+        InvoiceLine.objects.bulk_create(
+            [
+                row
+                for inv, d in zip(invoices, fresh, strict=True)
+                for row in _line_rows(inv, d.lines)
+            ]
+        )
+        audit_invoices(
+            invoices,
+            keys={d.organization_id: d.organization_key for d in fresh},
+            action="invoice.drafted",
+            changes=lambda inv: {"status": [None, inv.status], "total_minor": inv.total_minor},
+            actor=actor,
+            job_run_id=job_run_id,
+            at=now,
+        )
+    return invoices
+
+
+def finalize_drafts(
+    *,
+    invoices: Sequence[Invoice],
+    drafts: dict[int, InvoiceDraft],
+    actor: str,
+    job_run_id: int | None = None,
+) -> list[Invoice]:
+    """Number draft invoices: their computed lines are replaced by the fresh
+    build in `drafts` (keyed by organization), their manual lines kept, and
+    amounts, tax and the usage ledger written, under the year's number lock.
+    Invoices no longer drafts (finalized meanwhile) are left alone; returns
+    those finalized here."""
+    if not invoices:
+        return []
+    now = timezone.now()
+    done: list[Invoice] = []
+    with transaction.atomic():
+        for year in sorted({inv.period_end.year for inv in invoices}):
+            sequence = lock_sequence(INVOICE_SERIES, year)
+            ids = [inv.pk for inv in invoices if inv.period_end.year == year]
+            still = list(
+                Invoice.objects.select_for_update()
+                .filter(pk__in=ids, status=InvoiceStatus.DRAFT)
+                .order_by("organization_id", "period_start")
+            )
+            used = []
+            for invoice in still:
+                draft = drafts.get(invoice.organization_id)
+                if draft is None or draft.period.start != invoice.period_start:
+                    continue
+                manual = [
+                    LineDraft(
+                        kind=line.kind,
+                        description=line.description,
+                        quantity=line.quantity,
+                        unit=line.unit,
+                        unit_price_minor=line.unit_price_minor,
+                        amount_minor=line.amount_minor,
+                        reason=line.reason,
+                        added_by=line.added_by,
+                    )
+                    for line in invoice.lines.filter(kind=InvoiceLineKind.MANUAL)
+                ]
+                invoice.lines.exclude(kind=InvoiceLineKind.MANUAL).delete()
+                draft.lines = [line for line in draft.lines if line.kind != InvoiceLineKind.MANUAL]
+                InvoiceLine.objects.bulk_create(_line_rows(invoice, draft.lines))
+                draft.lines += manual  # for the totals
+                draft.retax()
+                sequence.last_number += 1
+                for name, value in _numbered_fields(
+                    draft, number=invoice_number(year, sequence.last_number), now=now
+                ).items():
+                    setattr(invoice, name, value)
+                invoice.save()
+                BilledUsage.objects.bulk_create(_ledger_rows(invoice, draft))
+                used.append(draft)
+                done.append(invoice)
+            sequence.save(update_fields=["last_number"])
+            _consume_revisions(used)
+        audit_invoices(
+            done,
+            keys={d.organization_id: d.organization_key for d in drafts.values()},
+            action="invoice.finalized",
+            changes=lambda inv: {
+                "status": [InvoiceStatus.DRAFT, inv.status],
+                "number": [None, inv.number],
+            },
+            actor=actor,
+            job_run_id=job_run_id,
+            at=now,
+        )
+    return done
 
 
 # --- 3. PDF and storage ---------------------------------------------------------
+
+
+def tax_label(invoice: Invoice) -> str:
+    name = invoice.tax_name or settings.INVOICE_TAX_NAME
+    if invoice.reverse_charge:
+        return f"{name} (reverse charge)"
+    return f"{name} {format_rate(invoice.tax_rate_bps)}"
+
+
+def reverse_charge_note(invoice: Invoice) -> str:
+    return (
+        f"Reverse charge: no {invoice.tax_name or settings.INVOICE_TAX_NAME} is charged; "
+        f"the recipient ({invoice.organization.tax_id}) accounts for it."
+    )
 
 
 def pdf_document(invoice: Invoice) -> PdfInvoice:
     """The invoice as the PDF template sees it (needs organization and lines loaded)."""
     period = Period(invoice.period_start, invoice.period_end)
     org = invoice.organization
+    issued = invoice.issued_on or invoice.period_end
+    notes = []
+    if invoice.reverse_charge:
+        notes.append(reverse_charge_note(invoice))
+    adjusted = sorted(
+        {line.adjusts_period_start for line in invoice.lines.all() if line.adjusts_period_start}
+    )
+    if adjusted:
+        months = ", ".join(f"{m:%B %Y}" for m in adjusted)
+        notes.append(f"Includes usage of {months} reported after that month was invoiced.")
     return PdfInvoice(
         key=str(invoice.pk),
         number=invoice.number or "DRAFT",
         organization_key=org.key,
-        organization_name=org.name,
+        organization_name=org.legal_name or org.name,
         billing_email=org.billing_email,
-        issue_date=f"{invoice.period_end:%Y-%m-%d}",
+        buyer_address=org.billing_address,
+        buyer_country=org.country,
+        buyer_tax_id=org.tax_id,
+        issue_date=f"{issued:%Y-%m-%d}",
+        due_date=f"{invoice.due_on:%Y-%m-%d}" if invoice.due_on else "",
+        payment_terms=payment_terms(invoice),
         period_label=f"{period.start:%d %b %Y} to {period.end - timedelta(days=1):%d %b %Y}",
         currency=invoice.currency,
         subtotal_minor=invoice.subtotal_minor,
         tax_minor=invoice.tax_minor,
+        tax_label=tax_label(invoice),
         total_minor=invoice.total_minor,
+        notes=notes,
         lines=[
-            PdfLine(line.description, line.quantity, line.unit_price_minor, line.amount_minor)
+            PdfLine(
+                line.description, line.quantity, line.unit, line.unit_price_minor, line.amount_minor
+            )
             for line in invoice.lines.all()
         ],
     )
 
 
+def payment_terms(invoice: Invoice) -> str:
+    if not (invoice.issued_on and invoice.due_on):
+        return ""
+    days = (invoice.due_on - invoice.issued_on).days
+    return f"Payment terms: net {days} days; please pay by {invoice.due_on:%d %B %Y}."
+
+
 def store_pdf(*, number: str, content: bytes) -> str:
-    """Store (or overwrite) the invoice's PDF; returns its storage name."""
+    """Store (or overwrite) the document's PDF; returns its storage name."""
     storage = invoice_storage()
     name = pdf_name(number)
     stored = storage.save(name, ContentFile(content))
@@ -440,8 +506,9 @@ def store_pdf(*, number: str, content: bytes) -> str:
     return name
 
 
-def read_pdf(invoice: Invoice) -> bytes:
-    with invoice_storage().open(invoice.pdf.name, "rb") as handle:
+def read_pdf(document: Any) -> bytes:
+    """The stored PDF of an invoice or credit note."""
+    with invoice_storage().open(document.pdf.name, "rb") as handle:
         return handle.read()
 
 
@@ -467,14 +534,15 @@ class StepReport:
         counts = dict.fromkeys(COMPONENTS, 0)
         for problems in self.errors.values():
             for component, _ in problems:
-                counts[component] += 1
+                counts[component] = counts.get(component, 0) + 1
         return counts
 
 
 def complete_invoices(
     invoices: Sequence[Invoice], *, actor: str, job_run_id: int | None, report: StepReport
 ) -> None:
-    """Steps 3-5 for invoices that still need them (each step skips what is done)."""
+    """Steps 3-5 for finalized invoices that still need them (each step skips what is done)."""
+    invoices = [inv for inv in invoices if inv.status != InvoiceStatus.DRAFT]
     pdfs = _pdf_step(invoices, report=report)
     if settings.INVOICE_ENABLE_STRIPE:
         _stripe_step(invoices, report=report)
@@ -503,6 +571,14 @@ def _pdf_step(invoices: Sequence[Invoice], *, report: StepReport) -> dict[int, b
         Invoice.objects.bulk_update(stored, ["pdf"])
     report.pdfs_rendered += len(stored)
     return pdfs
+
+
+def stripe_line_text(line: InvoiceLine, currency: str) -> str:
+    """What a Stripe invoice item says: the line, with quantity and unit price."""
+    if line.quantity == 1 and not line.unit:
+        return line.description
+    price = format_money(line.unit_price_minor, currency)
+    return f"{line.description} ({line.quantity:,} {line.unit} \u00d7 {price})".replace("  ", " ")
 
 
 def _stripe_step(invoices: Sequence[Invoice], *, report: StepReport) -> None:
@@ -534,13 +610,13 @@ def _stripe_step(invoices: Sequence[Invoice], *, report: StepReport) -> None:
                     reissue_of=invoice.number if invoice.pk in reissued else "",
                 ),
                 customer_email=org.billing_email,
-                customer_name=org.name,
+                customer_name=org.legal_name or org.name,
                 currency=invoice.currency,
                 lines=[
-                    (_stripe_line_text(line, invoice.currency), line.amount_minor)
+                    (stripe_line_text(line, invoice.currency), line.amount_minor)
                     for line in invoice.lines.all()
                 ]
-                + ([("Tax", invoice.tax_minor)] if invoice.tax_minor else []),
+                + ([(tax_label(invoice), invoice.tax_minor)] if invoice.tax_minor else []),
                 metadata={
                     "invoice_number": invoice.number,
                     "organization": org.key,
@@ -554,33 +630,6 @@ def _stripe_step(invoices: Sequence[Invoice], *, report: StepReport) -> None:
         Invoice.objects.filter(pk=invoice.pk).update(stripe_invoice_id=stripe_id)
         invoice.stripe_invoice_id = stripe_id
         report.stripe_invoices_created += 1
-
-
-def _withdraw_stripe_invoice(invoice: Invoice, *, report: StepReport) -> None:
-    """The voided invoice's Stripe twin goes too (a draft is deleted, an open one
-    voided); a failure is reported and leaves the local void in place, so a
-    second regeneration or staff in Stripe can finish it."""
-    from payments.gateway import gateway_for
-
-    try:
-        gateway = gateway_for(invoice.organization)
-        if gateway is None:
-            report.fail(invoice.organization_id, "stripe_void", "Stripe is not enabled any more")
-            return
-        report.stripe_withdrawn = gateway.void_invoice(
-            invoice.stripe_invoice_id,
-            idempotency_key=stripe_idempotency_key(
-                organization_id=invoice.organization_id,
-                period=Period(invoice.period_start, invoice.period_end),
-            ),
-        )
-    except Exception as exc:
-        report.fail(invoice.organization_id, "stripe_void", exc)
-
-
-def _stripe_line_text(line: InvoiceLine, currency: str) -> str:
-    detail = line_detail(line.quantity, line.unit_price_minor, currency)
-    return f"{line.description} ({detail})" if detail else line.description
 
 
 def _reissued(invoices: Sequence[Invoice]) -> set[int]:
@@ -597,11 +646,12 @@ def _reissued(invoices: Sequence[Invoice]) -> set[int]:
 
 def invoice_email_context(invoice: Invoice) -> dict[str, Any]:
     return {
-        "organization_name": invoice.organization.name,
+        "organization_name": invoice.organization.legal_name or invoice.organization.name,
         "number": invoice.number,
         "period_label": f"{invoice.period_start:%B %Y}",
         "total": format_money(invoice.total_minor, invoice.currency),
-        "issuer_name": settings.INVOICE_ISSUER_NAME,
+        "due_date": f"{invoice.due_on:%d %B %Y}" if invoice.due_on else "",
+        "issuer_name": settings.INVOICE_SELLER_NAME,
     }
 
 
@@ -613,61 +663,36 @@ def queue_invoice_emails(
     job_run_id: int | None,
     action: str = "invoice.sent",
 ) -> dict[int, int]:
-    """Queue each invoice's email with its PDF attached and mark the invoices
-    sent, all in one transaction, so outbox rows and `sent` agree whatever is
-    interrupted. A dedupe key queued before is linked, not queued again.
-    Returns {invoice id: OutboundEmail id}."""
-    from notifications.models import EmailAttachment, OutboundEmail
-    from notifications.services import EmailDraft, EmailTemplate, queue_bulk
-
+    """Queue each invoice's email with its PDF attached (the outbox's
+    queue_bulk_with_attachments) and mark the invoices sent, all in one
+    transaction, so outbox rows and `sent` agree whatever is interrupted. A
+    dedupe key queued before is linked, not queued again. Returns {invoice id:
+    OutboundEmail id}."""
     renderer = EmailTemplate("invoice")
-    drafts = []
-    for invoice, _ in items:
+    emails = []
+    for invoice, content in items:
         rendered = renderer.render(invoice_email_context(invoice))
-        drafts.append(
-            EmailDraft(
-                to=invoice.organization.billing_email,
-                kind=EMAIL_KIND,
-                dedupe_key=dedupe_keys[invoice.pk],
-                subject=rendered.subject,
-                body_text=rendered.body_text,
-                body_html=rendered.body_html,
-                organization_id=invoice.organization_id,
-            )
+        draft = EmailDraft(
+            to=invoice.organization.billing_email,
+            kind=EMAIL_KIND,
+            dedupe_key=dedupe_keys[invoice.pk],
+            subject=rendered.subject,
+            body_text=rendered.body_text,
+            body_html=rendered.body_html,
+            organization_id=invoice.organization_id,
         )
+        emails.append((draft, [Attachment(f"{invoice.number}.pdf", content, "application/pdf")]))
     now = timezone.now()
     with transaction.atomic():
-        queue_bulk(emails=drafts, now=now)
-        email_ids = dict(
-            OutboundEmail.objects.filter(dedupe_key__in=list(dedupe_keys.values())).values_list(
-                "dedupe_key", "pk"
-            )
-        )
-        linked = {invoice.pk: email_ids[dedupe_keys[invoice.pk]] for invoice, _ in items}
-        attached = set(
-            EmailAttachment.objects.filter(email_id__in=list(linked.values())).values_list(
-                "email_id", flat=True
-            )
-        )
-        attachments = []
-        for invoice, content in items:
-            if linked[invoice.pk] in attached:
-                continue
-            attachment = EmailAttachment(
-                email_id=linked[invoice.pk],
-                filename=f"{invoice.number}.pdf",
-                mimetype="application/pdf",
-            )
-            attachment.file.save(attachment.filename, ContentFile(content), save=False)
-            attachments.append(attachment)
-        EmailAttachment.objects.bulk_create(attachments)
+        ids = queue_bulk_with_attachments(emails=emails, now=now)
+        linked = {invoice.pk: ids[dedupe_keys[invoice.pk]] for invoice, _ in items}
         before = {invoice.pk: invoice.status for invoice, _ in items}
         invoices = [invoice for invoice, _ in items]
         for invoice in invoices:
             invoice.status, invoice.sent_at = InvoiceStatus.SENT, now
             invoice.email_id = linked[invoice.pk]
         Invoice.objects.bulk_update(invoices, ["status", "sent_at", "email_id"])
-        audit_many(
+        audit_invoices(
             invoices,
             keys={inv.organization_id: inv.organization.key for inv in invoices},
             action=action,
@@ -746,15 +771,28 @@ def run_period(ctx: Any) -> Period:
     return Period.parse(month) if month else Period.before_slot(ctx.slot)
 
 
+def make_usage_complete(
+    period: Period, *, as_of: datetime, dry_run: bool = False
+) -> dict[str, Any]:
+    """complete_usage for the period, as a run's summary (UsageIncomplete if it cannot be)."""
+    return complete_usage(
+        start=period.start_at, end=period.end_at, dry_run=dry_run, as_of=as_of
+    ).summary()
+
+
+def record_failures(ctx: Any, report: StepReport, keys: dict[int, str]) -> None:
+    for org_id, problems in report.errors.items():
+        ctx.item_failed(keys.get(org_id, org_id), "; ".join(f"{c}: {m}" for c, m in problems))
+
+
 def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
     """Fan-out target of billing.generate_monthly_invoices: one chunk of organization ids."""
-    from maintenance.services import job_actor
-
     period = run_period(ctx)
     organizations = list(Organization.objects.filter(pk__in=items).order_by("pk"))
     actor = job_actor(job=ctx.job, run_id=ctx.run.pk)
     report = StepReport()
     summary: dict[str, Any] = {"organizations_processed": len(organizations)}
+    grace = settings.INVOICE_GRACE_HOURS > 0
 
     existing = {inv.organization_id for inv in live_invoices(organization_ids=items, period=period)}
     to_build = [org for org in organizations if org.pk not in existing]
@@ -775,7 +813,8 @@ def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
         return _dry_run_summary(ctx, summary, drafts, existing, skipped, report, organizations)
 
     try:
-        created = finalize(drafts=list(drafts.values()), actor=actor, job_run_id=ctx.run.pk)
+        save = save_drafts if grace else finalize
+        created = save(drafts=list(drafts.values()), actor=actor, job_run_id=ctx.run.pk)
     except Exception as exc:
         created = []
         for org_id in drafts:
@@ -787,19 +826,22 @@ def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
     invoices = live_invoices(organization_ids=items, period=period)
     complete_invoices(invoices, actor=actor, job_run_id=ctx.run.pk, report=report)
 
-    keys = {org.pk: org.key for org in organizations}
-    for org_id, problems in report.errors.items():
-        ctx.item_failed(keys.get(org_id, org_id), "; ".join(f"{c}: {m}" for c, m in problems))
+    record_failures(ctx, report, {org.pk: org.key for org in organizations})
     ok = len(organizations) - len(report.errors) - skipped
     ctx.count(processed=len(organizations), succeeded=ok, skipped=skipped)
     revenue: dict[str, int] = defaultdict(int)
     for invoice in invoices:
-        revenue[invoice.currency] += invoice.total_minor
+        if invoice.status != InvoiceStatus.DRAFT:
+            revenue[invoice.currency] += invoice.total_minor
     return {
         **summary,
-        "invoices_created": len(created),
+        "invoices_created": 0 if grace else len(created),
+        "drafts_created": len(created) if grace else 0,
         "invoices_existing": len(existing),
         "nothing_to_bill": skipped,
+        "late_usage_lines": sum(
+            1 for inv in invoices for line in inv.lines.all() if line.adjusts_period_start
+        ),
         "pdfs_rendered": report.pdfs_rendered,
         "stripe_invoices_created": report.stripe_invoices_created,
         "stripe_skipped": report.stripe_skipped,
@@ -818,9 +860,7 @@ def _dry_run_summary(
     report: StepReport,
     organizations: Sequence[Organization],
 ) -> dict[str, Any]:
-    keys = {org.pk: org.key for org in organizations}
-    for org_id, problems in report.errors.items():
-        ctx.item_failed(keys.get(org_id, org_id), "; ".join(f"{c}: {m}" for c, m in problems))
+    record_failures(ctx, report, {org.pk: org.key for org in organizations})
     revenue: dict[str, int] = defaultdict(int)
     for draft in drafts.values():
         revenue[draft.currency] += draft.total_minor
@@ -843,68 +883,13 @@ def organizations_to_invoice(*, organization_id: int | None = None) -> list[tupl
     return list(orgs.order_by("pk").values_list("pk", "key"))
 
 
-# --- regenerate, resend --------------------------------------------------------------
-
-
-def regenerate_invoice(
-    *,
-    organization: Organization,
-    period: Period,
-    actor: str,
-    job_run_id: int | None = None,
-    reason: str = "",
-) -> tuple[Invoice, Invoice | None, StepReport]:
-    """Void the organization's live invoice for the period (if any) and issue a
-    new one from today's plan and usage data: new number, PDF, Stripe invoice
-    and email. Returns (new invoice, voided invoice or None, step report).
-    Raises NothingToBill, and changes nothing, when there is nothing to bill."""
-    drafts, reasons = build_drafts(organizations=[organization], period=period)
-    if organization.pk not in drafts:
-        raise NothingToBill(
-            f"{organization.key} {period.label}: {reasons.get(organization.pk, 'nothing to bill')}"
-        )
-    now = timezone.now()
-    with transaction.atomic():
-        _lock_sequence(issue_year(period))
-        old = (
-            Invoice.objects.select_for_update()
-            .filter(organization=organization, period_start=period.start)
-            .exclude(status=InvoiceStatus.VOID)
-            .first()
-        )
-        if old is not None:
-            before = old.status
-            Invoice.objects.filter(pk=old.pk).update(
-                status=InvoiceStatus.VOID,
-                voided_at=now,
-                void_reason=(reason or f"regenerated by {actor}")[:2000],
-            )
-            old.refresh_from_db()
-            audit_many(
-                [old],
-                keys={organization.pk: organization.key},
-                action="invoice.voided",
-                changes=lambda inv: {"status": [before, InvoiceStatus.VOID]},
-                actor=actor,
-                job_run_id=job_run_id,
-                at=now,
-            )
-        created = finalize(drafts=[drafts[organization.pk]], actor=actor, job_run_id=job_run_id)
-    new = live_invoices(organization_ids=[organization.pk], period=period)
-    report = StepReport()
-    complete_invoices(new, actor=actor, job_run_id=job_run_id, report=report)
-    if old is not None and old.stripe_invoice_id and settings.INVOICE_ENABLE_STRIPE:
-        _withdraw_stripe_invoice(old, report=report)
-    if not created:  # cannot happen: the live invoice was voided under the lock
-        raise RuntimeError("no invoice was created")
-    return new[0], old, report
-
-
 def resend_invoice(*, invoice: Invoice, actor: str) -> int:
     """Queue the invoice's email again (a new dedupe key: a deliberate second
     send); returns the new OutboundEmail id."""
     if invoice.status == InvoiceStatus.VOID:
         raise ValueError(f"invoice {invoice.number} is void; regenerate it instead")
+    if invoice.status == InvoiceStatus.DRAFT:
+        raise ValueError(f"invoice {invoice} is a draft; finalize it first")
     if not invoice.pdf:
         raise ValueError(f"invoice {invoice.number} has no PDF yet")
     stamp = int(time.time() * 1000)
@@ -922,8 +907,6 @@ def resend_invoice(*, invoice: Invoice, actor: str) -> int:
 
 def queue_run_summary(*, run_id: int, period: Period, status: str, summary: dict[str, Any]) -> bool:
     """Email the run's summary to NOTIFY_EMAIL (once per run)."""
-    from notifications.services import queue_email
-
     return queue_email(
         to=settings.NOTIFY_EMAIL,
         kind="billing.invoice_run_summary",

@@ -9,13 +9,14 @@ import pytest
 from django.core.files.storage import storages
 from django.db import connection
 
-from billing.models import Invoice, InvoiceLine, InvoiceNumberSequence, InvoiceStatus
+from billing.models import CreditNote, Invoice, InvoiceLine, InvoiceStatus, NumberSequence
 from billing.selectors import invoice_pdf_names
 from billing.services import invoices as service
 from billing.services.invoices import InvoiceDraft, LineDraft, Period, finalize
 from jobs.models import JobChunk, JobItemFailure, RunStatus
 from jobs.runner import run_job
 from maintenance.models import AuditTrail
+from maintenance.selectors import audit_of_object
 from notifications.models import OutboundEmail
 from subscriptions.models import Organization, OrganizationStatus
 from tests.factories import (
@@ -55,7 +56,9 @@ def pro():
     return plan
 
 
-def customer(plan, *, key=None, status="active", start=JAN + timedelta(days=9), **extra):
+def customer(plan, *, key=None, status="active", start=JAN - timedelta(days=5), **extra):
+    """An organization subscribed to `plan` since `start` (default: before
+    January, so its monthly fee is January's in full)."""
     org = OrganizationFactory(**({"key": key} if key else {}))
     SubscriptionFactory(
         organization=org,
@@ -142,14 +145,14 @@ def test_tax_is_added_in_basis_points_rounded_half_up(pro, settings):
 def test_numbers_are_consecutive_per_year_across_chunks(pro):
     for _ in range(7):
         customer(pro)
-    InvoiceNumberSequence.objects.create(year=2026, last_number=41)
+    NumberSequence.objects.create(series="INV", year=2026, last_number=41)
 
     run = run_job(JOB, slot=SLOT, params={"chunk_size": 3})
 
     assert run.summary["chunks"] == 3
     numbers = sorted(Invoice.objects.values_list("number", flat=True))
     assert numbers == [f"INV-2026-{n:06d}" for n in range(42, 49)]
-    assert InvoiceNumberSequence.objects.get(year=2026).last_number == 48
+    assert NumberSequence.objects.get(series="INV", year=2026).last_number == 48
 
 
 def test_december_is_numbered_in_the_year_it_is_issued(pro):
@@ -285,7 +288,7 @@ def test_a_dry_run_builds_in_memory_and_reports_what_it_would_bill(pro, tmp_path
     assert run.summary["would_bill_minor"] == {"EUR": 2900 + 200 + 2900}
     assert not Invoice.objects.exists()
     assert not OutboundEmail.objects.exists()
-    assert not InvoiceNumberSequence.objects.exists()
+    assert not NumberSequence.objects.exists()
     assert not JobChunk.objects.exists()
     assert not (tmp_path / "invoices").exists()
 
@@ -328,7 +331,7 @@ def test_status_changes_are_audited(pro):
     org = customer(pro, key="org_audit")
     run = run_job(JOB, slot=SLOT)
     invoice = Invoice.objects.get()
-    records = AuditTrail.objects.filter(object_type="billing.invoice", object_id=str(invoice.pk))
+    records = audit_of_object(object_type="billing.invoice", object_id=invoice.pk, tenant=org.key)
     assert sorted(records.values_list("action", flat=True)) == ["invoice.finalized", "invoice.sent"]
     assert {r.tenant for r in records} == {org.key}
     assert {r.actor for r in records} == {f"job:{JOB}#{run.pk}"}
@@ -377,7 +380,9 @@ def test_regenerate_voids_the_invoice_and_issues_a_new_number_pdf_and_email(pro)
     assert stored(old.pdf.name) and stored(new.pdf.name)  # the voided PDF stays as history
     assert run.summary["voided"] == old.number and run.summary["invoice"] == new.number
     assert AuditTrail.objects.filter(action="invoice.voided", object_id=str(old.pk)).exists()
-    assert invoice_pdf_names() == {old.pdf.name, new.pdf.name}
+    note = CreditNote.objects.get(invoice=old)
+    assert run.summary["credit_note"] == note.number == f"CN-{note.issued_at.year}-000001"
+    assert invoice_pdf_names() == {old.pdf.name, new.pdf.name, note.pdf.name}
 
 
 def test_regenerate_refuses_what_it_cannot_do_and_changes_nothing(pro):
@@ -448,7 +453,7 @@ def test_the_database_refuses_a_second_live_invoice_for_a_period(pro):
     )
     assert len(finalize(drafts=[draft], actor="test")) == 1
     assert finalize(drafts=[draft], actor="test") == []  # skipped, no number consumed
-    assert InvoiceNumberSequence.objects.get(year=2026).last_number == 1
+    assert NumberSequence.objects.get(series="INV", year=2026).last_number == 1
     assert InvoiceLine.objects.count() == 1
 
 

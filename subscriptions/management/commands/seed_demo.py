@@ -24,6 +24,26 @@ ORGANIZATIONS = [
     ("org_globex", "Globex", "accounts@globex.example", "EUR"),
     ("org_initech", "Initech", "finance@initech.example", "USD"),
 ]
+# What their invoices say about them.
+BILLING_DETAILS = {
+    "org_acme": {
+        "legal_name": "Acme Corporation GmbH",
+        "billing_address": "Friedrichstrasse 100\n10117 Berlin",
+        "country": "DE",
+        "tax_id": "DE123456789",
+    },
+    "org_globex": {
+        "legal_name": "Globex SARL",
+        "billing_address": "8 rue de Rivoli\n75004 Paris",
+        "country": "FR",
+        "tax_id": "FR40303265045",
+    },
+    "org_initech": {
+        "legal_name": "Initech, Inc.",
+        "billing_address": "4120 Freidrich Lane\nAustin, TX 78744",
+        "country": "US",
+    },
+}
 PLANS = [
     ("Starter", 900, "EUR", "month"),
     ("Pro", 2900, "EUR", "month"),
@@ -73,7 +93,8 @@ class Command(BaseCommand):
                     created.append(f"plan {plan}")
             for key, name, email, currency in ORGANIZATIONS:
                 org, new = Organization.objects.get_or_create(
-                    key=key, defaults={"name": name, "billing_email": email}
+                    key=key,
+                    defaults={"name": name, "billing_email": email, **BILLING_DETAILS[key]},
                 )
                 if new:
                     created.append(f"organization {org}")
@@ -81,7 +102,7 @@ class Command(BaseCommand):
                     continue
                 offered = [plan for plan in plans if plan.currency == currency]
                 subs = [
-                    self._subscription(org, offered[i % len(offered)], row, now)
+                    self._subscription(org, offered[i % len(offered)], row, now, i)
                     for i, row in enumerate(LAYOUT)
                 ]
                 Subscription.objects.bulk_create(subs)
@@ -94,18 +115,24 @@ class Command(BaseCommand):
             self.stdout.write("demo data already present; nothing created")
 
     @staticmethod
-    def _subscription(org: Organization, plan: Plan, row, now) -> Subscription:
+    def _subscription(org: Organization, plan: Plan, row, now, n: int = 0) -> Subscription:
+        """The current period ends at the row's offset from now and lasts the
+        plan's interval (30 days, or a year). Trials began with their period;
+        the others were bought months ago, so the monthly invoice run bills
+        every organization whatever the day (billing.services.build)."""
         status, end_offset, state_offset = row
         end = now + end_offset
+        length = timedelta(days=365) if plan.interval == "year" else timedelta(days=30)
+        start = end - length
+        bought = min(start, now) if status == S.TRIALING else now - timedelta(days=95 + 11 * n)
         sub = Subscription(
             organization=org,
             plan=plan,
             status=status,
-            current_period_start=end - timedelta(days=30),
+            current_period_start=start,
             current_period_end=end,
             auto_renew=status in (S.TRIALING, S.ACTIVE, S.PAST_DUE),
-            # Created when its period started, so the daily analytics have history.
-            created_at=min(end - timedelta(days=30), now),
+            created_at=min(bought, start),
         )
         if status in (S.EXPIRED, S.SUSPENDED):
             sub.expired_at = now + state_offset
