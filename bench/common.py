@@ -53,6 +53,7 @@ def settle(*tables: str) -> None:
 
 def table_names() -> dict[str, str]:
     """The database tables the workloads seed and reset, by short name."""
+    from audit.models import AuditTrail
     from billing.models import (
         BillableMetric,
         BilledUsage,
@@ -69,7 +70,6 @@ def table_names() -> dict[str, str]:
         UsageRevision,
     )
     from jobs.models import JobChunk
-    from maintenance.models import AuditTrail
     from notifications.models import EmailAttachment, OutboundEmail
     from payments.models import Payment
     from subscriptions.models import Organization, Plan, Subscription

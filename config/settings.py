@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "django_q",
     "jobs",
+    "audit",
     "subscriptions",
     "payments",
     "billing",
@@ -340,7 +341,7 @@ INVOICE_REFERENCED_FILES_PROVIDER = env(
     "INVOICE_REFERENCED_FILES_PROVIDER", default="billing.selectors.invoice_pdf_names"
 )
 INVOICE_PDF_ORPHAN_MIN_AGE_HOURS = env.int("INVOICE_PDF_ORPHAN_MIN_AGE_HOURS", default=24)
-MIDDLEWARE = [*MIDDLEWARE, "maintenance.middleware.RequestIdMiddleware"]
+MIDDLEWARE = [*MIDDLEWARE, "audit.middleware.RequestIdMiddleware"]
 
 # --- Payments (Stripe) ---
 # Fernet keys for secrets stored in the database (payment provider keys),
@@ -494,7 +495,7 @@ Q_SHUTDOWN_GRACE_SECONDS = env.float("Q_SHUTDOWN_GRACE_SECONDS", default=30)
 LOG_FORMAT = env("LOG_FORMAT", default="text")
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
-LOGGING["filters"]["request_id"] = {"()": "maintenance.middleware.RequestIdLogFilter"}
+LOGGING["filters"]["request_id"] = {"()": "audit.middleware.RequestIdLogFilter"}
 LOGGING["formatters"]["json"] = {"()": "jobs.logging.JsonFormatter"}
 LOGGING["handlers"]["console"]["filters"].append("request_id")
 LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" else "structured"

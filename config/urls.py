@@ -1,10 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from audit import views as audit_views
 from jobs import health, metrics_access
 
 urlpatterns = [
     path("admin/jobs/", include("jobs.admin_urls")),
+    # AuditTrail moved from the maintenance app to audit: old admin links redirect.
+    path("admin/maintenance/audittrail/", audit_views.old_admin_url),
+    path("admin/maintenance/audittrail/<path:rest>", audit_views.old_admin_url),
     path("admin/", admin.site.urls),
     path("api/", include("jobs.api_urls")),
     path("ses/", include("notifications.urls")),

@@ -35,7 +35,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from maintenance.models import AuditTrail
+from audit.models import AuditTrail
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.ratelimit import SendRateLimiter, shared_limiter
 from notifications.models import EmailStatus, OutboundEmail, SuppressedAddress
-from notifications.ratelimit import SendRateLimiter, shared_limiter
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from maintenance.admin_audit import AuditedAdminMixin
+from audit.admin_audit import AuditedAdminMixin
 from payments.crypto import encrypt
 from payments.models import Payment, PaymentProviderConfig
 from payments.services import set_provider_keys

@@ -36,7 +36,7 @@ import pybreaker
 import stripe
 from django.conf import settings
 
-from notifications.ratelimit import SendRateLimiter
+from core.ratelimit import SendRateLimiter
 
 logger = logging.getLogger(__name__)
 # The SDK logs every request at INFO: thousands of lines per reconciliation run.

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from django.conf import settings
 from django.utils import timezone
 
+from audit.services import job_actor
 from jobs.context import JobContext
 from jobs.params import Range
 from jobs.registry import job
-from maintenance.services import job_actor
 from payments.selectors import open_payments_due
 from payments.services import PER_TENANT_IN_SUMMARY, PaymentReconciler
 from payments.tenant_calls import run_batches

@@ -11,7 +11,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from maintenance.services import BulkChange, record_audit, record_bulk_audit
+from audit.services import BulkChange, record_audit, record_bulk_audit
+from core.sql import update_from_values
 from payments.crypto import encrypt, rotate
 from payments.models import (
     OPEN_STATUSES,
@@ -21,7 +22,6 @@ from payments.models import (
     Provider,
 )
 from payments.selectors import OpenPayment
-from payments.sql import update_from_values
 from payments.tenant_calls import ERROR, OK, SKIPPED, TenantCalls, TenantRunResult
 from subscriptions.services import mark_subscriptions_past_due, renew_paid_subscriptions
 

@@ -14,11 +14,11 @@ from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
+from audit.models import AuditTrail
 from jobs.enqueue import enqueue_run, rerun
 from jobs.models import JobRun, RunStatus, Trigger
 from jobs.runner import stale_cutoff
 from jobs.schedules import pause
-from maintenance.models import AuditTrail
 from notifications.models import EmailStatus, OutboundEmail
 from notifications.services import EmailDraft, queue_bulk
 from reliability.conftest import create_schedule, next_slot, report, ses_env, wait_for

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from maintenance.admin_audit import AuditedAdminMixin
+from audit.admin_audit import AuditedAdminMixin
 from subscriptions.models import Organization, Plan, Subscription
 
 
@@ -18,7 +18,7 @@ class PlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("name",)
 
 
-# Money and status edits here are audited (maintenance.admin_audit), like every change.
+# Money and status edits here are audited (audit.admin_audit), like every change.
 @admin.register(Subscription)
 class SubscriptionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (

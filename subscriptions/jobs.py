@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from django.conf import settings
 
+from audit.services import job_actor
 from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
-from maintenance.services import job_actor
 from subscriptions.services import (
     PER_TENANT_IN_SUMMARY,
     ExpiryGuardTripped,

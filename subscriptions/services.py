@@ -21,13 +21,14 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from maintenance.services import (
+from audit.services import (
     BULK_COLUMNS,
     BulkChange,
     audit_table,
     record_audit,
     record_bulk_audit,
 )
+from core.sql import update_from_values
 from notifications.services import (
     EmailDraft,
     EmailTemplate,
@@ -36,7 +37,6 @@ from notifications.services import (
     queue_from_query,
     render_sql,
 )
-from payments.sql import update_from_values
 from payments.tenant_calls import ERROR, OK, SKIPPED, TenantCalls, TenantRunResult
 from subscriptions.models import (
     RUNNING_STATUSES,

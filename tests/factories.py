@@ -35,7 +35,7 @@ class JobRunFactory(factory.django.DjangoModelFactory):
 
 from datetime import timedelta  # noqa: E402
 
-from maintenance.models import AuditTrail  # noqa: E402
+from audit.models import AuditTrail  # noqa: E402
 from notifications.models import OutboundEmail  # noqa: E402
 from subscriptions.models import (  # noqa: E402
     Organization,

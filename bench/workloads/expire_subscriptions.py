@@ -136,7 +136,7 @@ def naive_loop(sample: int) -> int:
     """What a hand-written job tends to be: load, change, save, audit, email, per row."""
     from django.db.models import Q
 
-    from maintenance.models import AuditTrail
+    from audit.models import AuditTrail
     from notifications.models import OutboundEmail
     from notifications.services import render_email
     from subscriptions.models import RUNNING_STATUSES, Subscription

@@ -29,7 +29,7 @@ SLOT = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)  # in the past: the job never look
 
 
 def table() -> str:
-    from maintenance.models import AuditTrail
+    from audit.models import AuditTrail
 
     return connection.ops.quote_name(AuditTrail._meta.db_table)
 

@@ -35,7 +35,7 @@ from django.db import connection
 from django.test import override_settings
 
 from bench.common import Result, log, settle
-from notifications.ratelimit import max_in_any_window
+from core.ratelimit import max_in_any_window
 
 EMAILS = int(os.environ.get("BENCH_EMAILS", 2_000))
 RATE = int(os.environ.get("BENCH_RATE", 200))
@@ -130,7 +130,7 @@ def outbox_alone() -> float:
     in-memory backend) and no rate limit, WORKERS threads: the sender's own
     ceiling (its three writes per email, the limiter's Redis call, building
     the message), printed so a miss can be told apart from a slow fake SES."""
-    from notifications.ratelimit import shared_limiter
+    from core.ratelimit import shared_limiter
     from notifications.sending import send_pending
 
     n = min(EMAILS, 1000)
@@ -146,8 +146,8 @@ def outbox_alone() -> float:
 
 def one_round(url: str, number: int) -> dict:
     """Queue EMAILS, measure moto alone, send them all at RATE, measure moto again."""
+    from core.ratelimit import shared_limiter
     from notifications.models import EmailStatus, OutboundEmail
-    from notifications.ratelimit import shared_limiter
     from notifications.sending import send_pending
 
     queue(EMAILS)

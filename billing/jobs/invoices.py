@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from django.conf import settings
 
+from audit.services import job_actor
 from billing.services.build import NothingToBill, Period, build_drafts
 from billing.services.credit_notes import regenerate_invoice as regenerate_invoice_service
 from billing.services.drafts import draft_item_key, invoices_to_finalize
@@ -20,7 +21,6 @@ from billing.services.usage import UsageIncomplete
 from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
-from maintenance.services import job_actor
 from subscriptions.models import Organization
 
 CHUNK_TARGET = "billing.services.invoices.process_chunk"

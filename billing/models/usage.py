@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone as django_timezone
 
-from maintenance.models import BrinOnPostgresIndex
+from core.indexes import BrinOnPostgresIndex
 
 
 class AggregationType(models.TextChoices):

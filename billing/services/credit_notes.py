@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from audit.services import record_audit
 from billing.models import (
     BilledUsage,
     CreditNote,
@@ -60,7 +61,6 @@ from billing.services.invoices import (
 )
 from billing.services.pdf import PdfInvoice, PdfLine, format_money, render_many
 from billing.services.usage import complete_usage
-from maintenance.services import record_audit
 from notifications.services import (
     Attachment,
     EmailDraft,

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from audit.services import job_actor, record_audit
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from billing.services.build import InvoiceDraft, Period, build_drafts, tax_for
 from billing.services.invoices import (
@@ -32,7 +33,6 @@ from billing.services.invoices import (
     record_failures,
 )
 from billing.services.usage import complete_usage
-from maintenance.services import job_actor, record_audit
 
 # Invoices the finalize job still completes (PDF, email) this long after it finalized them.
 COMPLETE_WITHIN = timedelta(days=1)

@@ -50,6 +50,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.services import BulkChange, job_actor, record_bulk_audit
 from billing.models import (
     BilledUsage,
     Invoice,
@@ -70,7 +71,6 @@ from billing.services.build import (
 )
 from billing.services.pdf import PdfInvoice, PdfLine, format_money, format_rate, render_many
 from billing.services.usage import UsageIncomplete, complete_usage
-from maintenance.services import BulkChange, job_actor, record_bulk_audit
 from notifications.services import (
     Attachment,
     EmailDraft,

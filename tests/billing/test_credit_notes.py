@@ -10,12 +10,12 @@ from django.contrib.auth.models import Permission
 from django.core.files.storage import storages
 from django.urls import reverse
 
+from audit.selectors import audit_of_object
 from billing.models import CreditNote, Invoice, InvoiceStatus, NumberSequence
 from billing.services.credit_notes import complete_credit_notes, credit_invoice, void_invoice
 from billing.services.invoices import StepReport
 from jobs.models import RunStatus
 from jobs.runner import run_job
-from maintenance.selectors import audit_of_object
 from notifications.models import OutboundEmail
 from payments.gateway import gateway_for
 from tests.factories import OrganizationFactory, PlanFactory, SubscriptionFactory, UserFactory

@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.urls import reverse
 
+from audit.selectors import audit_of_object
 from billing.models import Invoice, InvoiceLine, InvoiceStatus
 from billing.services import drafts
 from billing.services import invoices as service
@@ -18,7 +19,6 @@ from jobs.enqueue import rerun
 from jobs.models import JobItemFailure, RunStatus
 from jobs.registry import get_job
 from jobs.runner import run_job
-from maintenance.selectors import audit_of_object
 from notifications.models import OutboundEmail
 from tests.factories import (
     BillableMetricFactory,

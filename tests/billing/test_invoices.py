@@ -9,14 +9,14 @@ import pytest
 from django.core.files.storage import storages
 from django.db import connection
 
+from audit.models import AuditTrail
+from audit.selectors import audit_of_object
 from billing.models import CreditNote, Invoice, InvoiceLine, InvoiceStatus, NumberSequence
 from billing.selectors import invoice_pdf_names
 from billing.services import invoices as service
 from billing.services.invoices import InvoiceDraft, LineDraft, Period, finalize
 from jobs.models import JobChunk, JobItemFailure, RunStatus
 from jobs.runner import run_job
-from maintenance.models import AuditTrail
-from maintenance.selectors import audit_of_object
 from notifications.models import OutboundEmail
 from subscriptions.models import Organization, OrganizationStatus
 from tests.factories import (

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.urls import reverse
 
+from audit.selectors import audit_of_object
 from billing.models import Invoice
 from jobs.runner import run_job
-from maintenance.selectors import audit_of_object
 from subscriptions.models import Organization
 from subscriptions.services import update_billing_details
 from tests.factories import OrganizationFactory, PlanFactory, SubscriptionFactory

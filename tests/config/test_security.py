@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from django.urls import reverse
 
-from maintenance.models import AuditTrail
+from audit.models import AuditTrail
 from tests.factories import PaymentFactory, PlanFactory, SubscriptionFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,9 +19,9 @@ from django_q.brokers import get_broker
 from django_q.models import Failure, Schedule, Task
 from django_q.scheduler import scheduler
 
+from audit.models import AuditTrail
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleState
 from jobs.schedules import HEARTBEAT_SCHEDULE, sync_schedules
-from maintenance.models import AuditTrail
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]

@@ -14,10 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_q.brokers import get_broker
 
+from audit.models import AuditTrail
 from jobs import api_keys
 from jobs.api_keys import grants, hash_key, parse_scope, register_scope_resource
 from jobs.models import ApiKey, JobAction, JobRun
-from maintenance.models import AuditTrail
 from tests.factories import ApiKeyFactory, JobRunFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 
+from audit.middleware import RequestIdMiddleware
 from jobs.models import RunStatus
 from jobs.runner import run_job
-from maintenance.middleware import RequestIdMiddleware
 from tests.factories import OrganizationFactory, PaymentFactory, PaymentProviderConfigFactory
 from tests.payments.intents import intent
 

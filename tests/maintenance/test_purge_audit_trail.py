@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import override_settings
 
+from audit.models import AuditTrail
 from jobs.context import JobContext
 from jobs.models import JobRun, RunStatus
 from jobs.params import ParamError
 from jobs.registry import get_job
 from jobs.runner import run_job
-from maintenance.models import AuditTrail
 from tests.factories import AuditTrailFactory
 
 pytestmark = pytest.mark.django_db

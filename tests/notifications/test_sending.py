@@ -11,10 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 from django.utils import timezone
 
+from core.ratelimit import max_in_any_window, shared_limiter
 from jobs.models import RunStatus
 from jobs.runner import run_job
 from notifications.models import EmailStatus, OutboundEmail, SuppressedAddress
-from notifications.ratelimit import max_in_any_window, shared_limiter
 from notifications.sending import claim_due, classify, send_pending
 from notifications.services import (
     Attachment,

@@ -7,7 +7,7 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.urls import reverse
 
-from maintenance.models import AuditTrail
+from audit.models import AuditTrail
 from payments import crypto
 from payments.checks import field_encryption_key_set
 from payments.gateway import gateway_for

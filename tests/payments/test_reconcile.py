@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditTrail
 from jobs.enqueue import enqueue_run
 from jobs.models import JobItemFailure, RunStatus
 from jobs.runner import run_job
-from maintenance.models import AuditTrail
 from payments.models import Payment, PaymentStatus
 from subscriptions.models import Subscription, SubscriptionStatus
 from tests.factories import (

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from maintenance.services import record_audit
+from audit.services import record_audit
 from tests.factories import OutboundEmailFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
         "subscriptions_organization",
         "subscriptions_plan",
         "subscriptions_subscription",
-        "maintenance_audittrail",
+        "audit_audittrail",
         "notifications_outboundemail",
     ],
 )
@@ -46,7 +46,7 @@ def test_audit_and_outbox_detail_pages_are_view_only(admin_client):
     entry = record_audit(actor="user:a", action="x", object_type="t", object_id=1)
     email = OutboundEmailFactory()
 
-    for name, obj in [("maintenance_audittrail", entry), ("notifications_outboundemail", email)]:
+    for name, obj in [("audit_audittrail", entry), ("notifications_outboundemail", email)]:
         response = admin_client.get(reverse(f"admin:{name}_change", args=[obj.pk]))
         assert response.status_code == 200
         assert b'name="_save"' not in response.content

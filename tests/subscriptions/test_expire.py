@@ -4,10 +4,10 @@ import pytest
 from django.core.management import call_command
 from django.db import DataError, IntegrityError, transaction
 
+from audit.models import AuditTrail
 from jobs.models import RunStatus
 from jobs.runner import SlotTaken, run_job
 from jobs.tenants import UnknownTenant
-from maintenance.models import AuditTrail
 from notifications.models import OutboundEmail
 from subscriptions import services
 from subscriptions.models import Organization, Plan, Subscription, SubscriptionStatus
@@ -430,7 +430,7 @@ def test_a_bulk_audit_record_lists_every_subscription_that_changed_alike(no_guar
 
 
 def test_each_expired_subscription_is_found_in_the_audit_trail_by_its_id(no_guard):
-    from maintenance.selectors import audit_of_object
+    from audit.selectors import audit_of_object
 
     subs = [ending(-timedelta(hours=1)) for _ in range(3)]
     other = SubscriptionFactory()

@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 
+from audit.models import AuditTrail
 from jobs.models import RunStatus
 from jobs.runner import run_job
-from maintenance.models import AuditTrail
 from notifications.models import OutboundEmail
 from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionStatus

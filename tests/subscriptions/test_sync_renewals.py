@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from audit.models import AuditTrail
 from jobs.models import JobItemFailure, RunStatus
 from jobs.runner import run_job
-from maintenance.models import AuditTrail
 from payments.gateway import gateway_for
 from subscriptions import services
 from subscriptions.models import ReconciliationStatus, Subscription, SubscriptionStatus

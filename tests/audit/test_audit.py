@@ -2,9 +2,9 @@ import pytest
 from django.contrib.admin.sites import site
 from django.test import RequestFactory
 
-from maintenance.models import AuditTrail
-from maintenance.selectors import audit_of_object
-from maintenance.services import job_actor, record_audit
+from audit.models import AuditTrail
+from audit.selectors import audit_of_object
+from audit.services import job_actor, record_audit
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +88,7 @@ def test_admin_search_finds_an_object_by_type_and_id_bulk_records_included(super
     )
 
     response = superuser_client.get(
-        "/admin/maintenance/audittrail/", {"q": "subscriptions.subscription:42"}
+        "/admin/audit/audittrail/", {"q": "subscriptions.subscription:42"}
     )
 
     shown = {entry.pk for entry in response.context["cl"].result_list}
@@ -108,7 +108,7 @@ def test_admin_search_matches_actor_request_and_run_exactly(superuser_client, te
     )
     record_audit(actor="user:alicia", action="edit", object_type="t", object_id=2)
 
-    response = superuser_client.get("/admin/maintenance/audittrail/", {"q": term})
+    response = superuser_client.get("/admin/audit/audittrail/", {"q": term})
 
     assert response.status_code == 200
     found = len(response.context["cl"].result_list)

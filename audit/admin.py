@@ -4,9 +4,9 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from audit.models import AuditTrail
+from audit.selectors import audit_of_object
 from jobs.admin_readonly import ReadOnlyAdminMixin
-from maintenance.models import AuditTrail
-from maintenance.selectors import audit_of_object
 
 # "subscriptions.subscription:42": an object, as `object_type:object_id`.
 OBJECT_TERM = re.compile(r"^(?P<type>[a-z_]+\.[a-z_]+):(?P<id>[\w.-]{1,64})$")

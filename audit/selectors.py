@@ -6,7 +6,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
-from maintenance.models import AuditTrail
+from audit.models import AuditTrail
 
 
 def audit_of_object(

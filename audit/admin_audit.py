@@ -16,8 +16,8 @@ from django.db.models import Model
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from maintenance.middleware import current_request_id
-from maintenance.services import record_audit
+from audit.middleware import current_request_id
+from audit.services import record_audit
 
 
 def _plain(value: Any) -> Any:

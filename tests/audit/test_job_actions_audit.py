@@ -9,9 +9,9 @@ from django.contrib.auth.models import Permission
 from django.test import override_settings
 from django.urls import reverse
 
+from audit.models import AuditTrail
 from jobs.models import JobRun
 from jobs.schedules import pause, set_cron, sync_schedules
-from maintenance.models import AuditTrail
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]
@@ -123,7 +123,7 @@ def test_a_malformed_request_id_header_is_replaced():
     from django.http import HttpResponse
     from django.test import RequestFactory
 
-    from maintenance.middleware import RequestIdMiddleware, current_request_id
+    from audit.middleware import RequestIdMiddleware, current_request_id
 
     seen = {}
 

@@ -13,26 +13,10 @@ describes, and bulk inserts should not pay for per-row FK checks.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 from django.utils import timezone
 
-
-class BrinOnPostgresIndex(models.Index):
-    """A BRIN index on PostgreSQL, a plain B-tree elsewhere.
-
-    For an append-only table whose column grows with the row order (the
-    audit trail's `at`): BRIN stores a min/max per block range, so it costs
-    almost nothing to maintain on every insert (the bulk-audited expiry job
-    stays near raw SQL) yet lets the purge and its dry-run count find old
-    rows without scanning the table. SQLite has no BRIN; a B-tree serves.
-    """
-
-    def create_sql(self, model: Any, schema_editor: Any, using: str = "", **kwargs: Any) -> Any:
-        if schema_editor.connection.vendor == "postgresql":
-            using = " USING brin"
-        return super().create_sql(model, schema_editor, using=using, **kwargs)
+from core.indexes import BrinOnPostgresIndex
 
 
 class AuditTrail(models.Model):
@@ -52,6 +36,9 @@ class AuditTrail(models.Model):
     request_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
+        # Moved from `maintenance` with its table (audit 0001, maintenance
+        # 0004): databases migrated before the move keep their rows.
+        db_table = "maintenance_audittrail"
         ordering = ["-at", "-id"]
         indexes = [
             # "What happened to this object?" (object_type is checked on the

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from audit.middleware import current_request_id
+from audit.services import record_audit
 from jobs.models import JobAction, Trigger
-from maintenance.middleware import current_request_id
-from maintenance.services import record_audit
 
 RUN_ACTIONS = {"run", "dry_run", "rerun", "rerun_failed_items"}
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from maintenance.models import AuditTrail
+from audit.models import AuditTrail
 
 # Columns a bulk INSERT ... SELECT fills, in this order.
 BULK_COLUMNS = (
@@ -87,7 +87,7 @@ def record_bulk_audit(
     at: datetime | None = None,
 ) -> int:
     """One bulk record per change, all in one INSERT; returns how many.
-    `maintenance.selectors.audit_of_object` finds an object in them."""
+    `audit.selectors.audit_of_object` finds an object in them."""
     at = at or timezone.now()
     records = [
         AuditTrail(
