@@ -38,9 +38,12 @@ print(json.dumps({
     "rows": list(AuditTrail.objects.order_by("pk").values(
         "actor", "tenant", "action", "object_id", "object_ids", "changes", "job_run_id",
         "request_id")),
-    "bulk_found": list(audit_of_object(object_type="subscriptions.subscription",
-                                       object_id=2, tenant="acme").values_list("action", flat=True)),
-    "types": sorted(f"{t.app_label}.{t.model}" for t in ContentType.objects.filter(model="audittrail")),
+    "bulk_found": list(audit_of_object(
+        object_type="subscriptions.subscription", object_id=2, tenant="acme"
+    ).values_list("action", flat=True)),
+    "types": sorted(
+        f"{t.app_label}.{t.model}" for t in ContentType.objects.filter(model="audittrail")
+    ),
     "group_perms": sorted(Group.objects.get(name="auditors").permissions.values_list(
         "content_type__app_label", "codename")),
     "user_can": [User.objects.get(username="auditor").has_perm(p) for p in
@@ -87,7 +90,8 @@ def old_database():
     auth = server["user"] + (f":{server['password']}" if server.get("password") else "")
     yield f"postgres://{auth}@{server['host']}:{server['port']}/{name}"
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+        admin.execute(drop.format(sql.Identifier(name)))
 
 
 def test_a_database_from_before_the_ladder_migrates_forward_keeping_its_audit_trail(
