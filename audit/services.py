@@ -1,10 +1,11 @@
-"""Writes to the audit trail.
+"""The one writer of the audit trail: every app records through these.
 
 Single changes call `record_audit`. Jobs that change many rows write bulk
 records, one per tenant and identical before/after, listing every object
-changed: `record_bulk_audit` from Python, or in the same SQL statement as the
-change (see `subscriptions.services`) with `audit_table()` and the column
-list here.
+changed: `record_bulk_audit` from Python, or set-based in the same SQL
+statement as the change, feeding a SELECT of `BULK_COLUMNS` to
+`bulk_insert_sql` (inside a data-modifying CTE on PostgreSQL) or to
+`record_bulk_audit_from_select` (see `subscriptions.services.expiry`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditTrail
+from jobs.context import run_actor
 
 # Columns a bulk INSERT ... SELECT fills, in this order.
 BULK_COLUMNS = (
@@ -38,9 +40,23 @@ def audit_table() -> str:
     return connection.ops.quote_name(AuditTrail._meta.db_table)
 
 
-def job_actor(*, job: str, run_id: int | None) -> str:
-    """How a job run signs its audit rows: "job:subscriptions.expire#42"."""
-    return f"job:{job}#{run_id}" if run_id else f"job:{job}"
+# How a job run signs its audit rows ("job:subscriptions.expire#42"); a job
+# reads it as `ctx.actor`.
+job_actor = run_actor
+
+
+def bulk_insert_sql(select_sql: str) -> str:
+    """`INSERT INTO <the trail> (<BULK_COLUMNS>) <select_sql>`: a set-based write
+    of audit records whose SELECT yields one row per record, columns in
+    BULK_COLUMNS' order. The trail's table and columns stay this app's."""
+    return f"INSERT INTO {audit_table()} ({', '.join(BULK_COLUMNS)}) {select_sql}"
+
+
+def record_bulk_audit_from_select(select_sql: str, params: Mapping[str, Any]) -> int:
+    """Run `bulk_insert_sql(select_sql)` with `params`; returns the records written."""
+    with connection.cursor() as cursor:
+        cursor.execute(bulk_insert_sql(select_sql), params)
+        return cursor.rowcount
 
 
 def record_audit(

@@ -28,6 +28,11 @@ class JobAborted(Exception):
         self.summary = summary or {}
 
 
+def run_actor(*, job: str, run_id: int | None) -> str:
+    """How a job run signs what it changes: "job:subscriptions.expire#42"."""
+    return f"job:{job}#{run_id}" if run_id else f"job:{job}"
+
+
 class JobContext:
     def __init__(
         self,
@@ -53,6 +58,16 @@ class JobContext:
         self.log = logging.getLogger(f"jobs.run.{run.job}")
         self._on_progress = on_progress
         self._last_progress_write = 0.0
+
+    @property
+    def actor(self) -> str:
+        """Who the audit trail records for this run's changes."""
+        return run_actor(job=self.job, run_id=self.run.pk)
+
+    @property
+    def organization_id(self) -> int | None:
+        """The tenant's primary key, or None for a run across all tenants."""
+        return self.tenant.pk if self.tenant is not None else None
 
     def progress(self, done: int, total: int | None = None) -> None:
         if self._on_progress:

@@ -12,7 +12,7 @@ from jobs.registry import job
 from notifications.models import EmailStatus, OutboundEmail
 from notifications.sending import preview_pending
 from notifications.sending import send_pending as send_outbox
-from notifications.services import queue_to_organizations, retry_now
+from notifications.services import retry_now
 
 
 @job(
@@ -39,7 +39,7 @@ def send_pending(
     limit = settings.EMAIL_BATCH_MAX_EMAILS if max_emails is None else max_emails
     if limit < 0 or (batch_size is not None and batch_size < 1):
         raise JobAborted("max_emails must be 0 or more and batch_size 1 or more; nothing sent")
-    organization_id = ctx.tenant.pk if ctx.tenant is not None else None
+    organization_id = ctx.organization_id
     email_ids = _failed_item_ids(ctx.only_items)
     if ctx.dry_run:
         preview = preview_pending(
@@ -89,53 +89,3 @@ def _failed_item_ids(only_items: set[str] | None) -> list[int] | None:
         if kind == "email" and value.isdigit():
             ids.append(int(value))
     return sorted(ids)
-
-
-@job("notifications.send_bulk", queue="default", timeout=1800)
-def send_bulk(
-    ctx: JobContext,
-    *,
-    subject: str,
-    template: str = "announcement",
-    organizations: str = "",
-    message: str = "",
-    campaign: str = "",
-) -> dict[str, Any]:
-    """Queue one email (subject + template) to the billing contact of chosen organizations.
-
-    `organizations` is comma-separated keys; empty means all active ones (or
-    the run's tenant). Queued in bulk; `send_pending` sends them at the rate.
-    Rerunning the same campaign queues nothing new.
-    """
-    keys: list[str] | None = [k.strip() for k in organizations.split(",") if k.strip()] or None
-    if ctx.tenant is not None:
-        keys = [ctx.tenant.key]
-    if not subject.strip():
-        raise JobAborted("subject is required; nothing queued")
-    try:
-        from notifications.services import EmailTemplate
-
-        EmailTemplate(template)
-    except Exception as exc:
-        raise JobAborted(f"unknown email template {template!r}: {exc}") from exc
-    name = campaign or f"run{ctx.run.rerun_of_id or ctx.run.pk}"
-    result = queue_to_organizations(
-        template=template,
-        kind=f"notifications.bulk.{template}",
-        campaign=name,
-        organization_keys=keys,
-        subject=subject,
-        context={"subject": subject, "message": message},
-        dry_run=ctx.dry_run,
-    )
-    for key in result["unknown"]:
-        ctx.item_failed(f"organization:{key}", "unknown organization key")
-    if ctx.dry_run:
-        ctx.count(processed=result["would_queue"])
-    else:
-        ctx.count(
-            processed=result["organizations"],
-            succeeded=result["queued"],
-            skipped=result["already_queued"],
-        )
-    return {"campaign": name, "template": template, "dry_run": ctx.dry_run, **result}

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from django.conf import settings
 from django.utils import timezone
 
-from audit.services import job_actor
 from jobs.context import JobContext
 from jobs.params import Range
 from jobs.registry import job
 from payments.selectors import open_payments_due
 from payments.services import PER_TENANT_IN_SUMMARY, PaymentReconciler
+from payments.subscription_sync import RenewalSync
 from payments.tenant_calls import run_batches
+from subscriptions.selectors import subscriptions_to_sync
 
 
 @job(
@@ -48,12 +49,12 @@ def reconcile(
     older_than = slot - timedelta(minutes=minutes)
     due = open_payments_due(
         older_than=older_than,
-        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        organization_id=ctx.organization_id,
         limit=max_payments,
     )
     reconciler = PaymentReconciler(
         now=timezone.now(),
-        actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
+        actor=ctx.actor,
         job_run_id=ctx.run.pk,
         dry_run=ctx.dry_run,
         concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
@@ -90,4 +91,74 @@ def reconcile(
         )
     if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
         summary["per_tenant"] = reconciler.by_tenant_key(r.per_tenant)
+    return summary
+
+
+# Declared here, keeping its name: the sync reads Stripe, this app's gateway.
+@job(
+    "subscriptions.sync_renewals",
+    schedule="0 0 */6 * * *",
+    queue="normal",
+    timeout=3600,
+    supports_item_rerun=True,
+)
+def sync_renewals(
+    ctx: JobContext,
+    *,
+    batch_size: Annotated[int, Range(ge=1, le=1_000)] = 100,
+    max_subscriptions: Annotated[int, Range(ge=1, le=1_000_000)] = 10_000,
+    days_before: Annotated[int, Range(ge=1, le=366)] | None = None,
+    push_cancellations: bool = True,
+    concurrency: Annotated[int, Range(ge=1, le=64)] | None = None,
+) -> dict[str, Any]:
+    """Bring Stripe's status, period and renewal of subscriptions renewing soon into their rows.
+
+    Per tenant with Stripe enabled; rows get last_stripe_sync_at and a
+    reconciliation status (SYNCED, MISMATCH, ERROR). Where the local side is the
+    authority (a local cancellation not yet sent, a period already advanced
+    here) the row is kept and reported as MISMATCH; local cancellations are
+    sent to Stripe unless push_cancellations is false. A dry run only reads.
+    """
+    days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if days_before is None else days_before
+    slot = ctx.slot.astimezone(UTC)
+    todo = subscriptions_to_sync(
+        slot=slot,
+        days=days,
+        organization_id=ctx.organization_id,
+        limit=max_subscriptions,
+    )
+    sync = RenewalSync(
+        now=timezone.now(),
+        actor=ctx.actor,
+        job_run_id=ctx.run.pk,
+        dry_run=ctx.dry_run,
+        push_cancellations=push_cancellations,
+        concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
+        on_item_failure=ctx.item_failed,
+    )
+    run_batches(ctx, sync, todo, batch_size=batch_size)
+    r = sync.result
+    ctx.count(processed=r.fetched + r.errors, succeeded=r.fetched, skipped=r.skipped)
+    summary: dict[str, Any] = {
+        "slot": slot.isoformat(),
+        "days_before": days,
+        "tenant": ctx.tenant_key or None,
+        "dry_run": ctx.dry_run,
+        "selected": r.selected,
+        "fetched": r.fetched,
+        "synced": r.outcomes.get("synced", 0),
+        "mismatch": r.outcomes.get("mismatch", 0),
+        "errors": r.errors,
+        "skipped": r.skipped,
+        ("would_change" if ctx.dry_run else "changed"): r.changed,
+        ("would_send_cancellations" if ctx.dry_run else "cancellations_sent"): (
+            r.cancellations_pending if ctx.dry_run else r.cancellations_sent
+        ),
+        "tenants_failed": sync.by_tenant_key(r.tenant_failures),
+    }
+    if not ctx.dry_run:
+        summary["cancellations_not_sent"] = r.cancellations_pending
+        summary["audit_records"] = r.audit_records
+    if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
+        summary["per_tenant"] = sync.by_tenant_key(r.per_tenant)
     return summary

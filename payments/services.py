@@ -23,7 +23,10 @@ from payments.models import (
 )
 from payments.selectors import OpenPayment
 from payments.tenant_calls import ERROR, OK, SKIPPED, TenantCalls, TenantRunResult
-from subscriptions.services import mark_subscriptions_past_due, renew_paid_subscriptions
+from subscriptions.services.payment_outcomes import (
+    mark_subscriptions_past_due,
+    renew_paid_subscriptions,
+)
 
 CONFIG_OBJECT_TYPE = "payments.paymentproviderconfig"
 

@@ -7,16 +7,13 @@ from typing import Annotated, Any
 
 from django.conf import settings
 
-from audit.services import job_actor
 from jobs.context import JobAborted, JobContext
 from jobs.params import Range
 from jobs.registry import job
-from subscriptions.services import (
-    PER_TENANT_IN_SUMMARY,
-    ExpiryGuardTripped,
-    expire_subscriptions,
-    plan_expiry,
-)
+from notifications.services import EmailTemplate
+from subscriptions.services.broadcast import queue_to_organizations
+from subscriptions.services.expiry import ExpiryGuardTripped, expire_subscriptions, plan_expiry
+from subscriptions.services.reminders import queue_renewal_reminders
 
 
 @job("subscriptions.expire", schedule="0 * * * *", queue="critical", timeout=1800)
@@ -33,7 +30,7 @@ def expire(
     """
     grace = settings.SUBSCRIPTION_GRACE_PERIOD_DAYS if grace_days is None else grace_days
     slot = ctx.slot.astimezone(UTC)
-    organization_id = ctx.tenant.pk if ctx.tenant is not None else None
+    organization_id = ctx.organization_id
     base = {"slot": slot.isoformat(), "grace_days": grace, "tenant": ctx.tenant_key or None}
 
     if ctx.dry_run:
@@ -46,7 +43,7 @@ def expire(
         result, guard = expire_subscriptions(
             slot=slot,
             grace_days=grace,
-            actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
+            actor=ctx.actor,
             job_run_id=ctx.run.pk,
             organization_id=organization_id,
             force=force,
@@ -95,15 +92,13 @@ def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
     Queued through the outbox with a dedupe key per subscription and period, so
     running it twice a day, or every day of the window, mails each one once.
     """
-    from subscriptions.services import queue_renewal_reminders
-
     if days < 1:
         raise JobAborted(f"days must be 1 or more, got {days}; nothing queued")
     slot = ctx.slot.astimezone(UTC)
     result = queue_renewal_reminders(
         slot=slot,
         days=days,
-        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        organization_id=ctx.organization_id,
         dry_run=ctx.dry_run,
     )
     queued = result.renewal + result.payment_due
@@ -125,75 +120,50 @@ def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
     }
 
 
-@job(
-    "subscriptions.sync_renewals",
-    schedule="0 0 */6 * * *",
-    queue="normal",
-    timeout=3600,
-    supports_item_rerun=True,
-)
-def sync_renewals(
+# Declared here, under its historical name: broadcasts are to this app's tenants.
+@job("notifications.send_bulk", queue="default", timeout=1800)
+def send_bulk(
     ctx: JobContext,
     *,
-    batch_size: Annotated[int, Range(ge=1, le=1_000)] = 100,
-    max_subscriptions: Annotated[int, Range(ge=1, le=1_000_000)] = 10_000,
-    days_before: Annotated[int, Range(ge=1, le=366)] | None = None,
-    push_cancellations: bool = True,
-    concurrency: Annotated[int, Range(ge=1, le=64)] | None = None,
+    subject: str,
+    template: str = "announcement",
+    organizations: str = "",
+    message: str = "",
+    campaign: str = "",
 ) -> dict[str, Any]:
-    """Bring Stripe's status, period and renewal of subscriptions renewing soon into their rows.
+    """Queue one email (subject + template) to the billing contact of chosen organizations.
 
-    Per tenant with Stripe enabled; rows get last_stripe_sync_at and a
-    reconciliation status (SYNCED, MISMATCH, ERROR). Where the local side is the
-    authority (a local cancellation not yet sent, a period already advanced
-    here) the row is kept and reported as MISMATCH; local cancellations are
-    sent to Stripe unless push_cancellations is false. A dry run only reads.
+    `organizations` is comma-separated keys; empty means all active ones (or
+    the run's tenant). Queued in bulk; `send_pending` sends them at the rate.
+    Rerunning the same campaign queues nothing new.
     """
-    from django.utils import timezone
-
-    from payments.tenant_calls import run_batches
-    from subscriptions.services import RenewalSync, subscriptions_to_sync
-
-    days = settings.SUBSCRIPTION_RENEWAL_DAYS_BEFORE if days_before is None else days_before
-    slot = ctx.slot.astimezone(UTC)
-    todo = subscriptions_to_sync(
-        slot=slot,
-        days=days,
-        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
-        limit=max_subscriptions,
-    )
-    sync = RenewalSync(
-        now=timezone.now(),
-        actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
-        job_run_id=ctx.run.pk,
+    keys: list[str] | None = [k.strip() for k in organizations.split(",") if k.strip()] or None
+    if ctx.tenant is not None:
+        keys = [ctx.tenant.key]
+    if not subject.strip():
+        raise JobAborted("subject is required; nothing queued")
+    try:
+        EmailTemplate(template)
+    except Exception as exc:
+        raise JobAborted(f"unknown email template {template!r}: {exc}") from exc
+    name = campaign or f"run{ctx.run.rerun_of_id or ctx.run.pk}"
+    result = queue_to_organizations(
+        template=template,
+        kind=f"notifications.bulk.{template}",
+        campaign=name,
+        organization_keys=keys,
+        subject=subject,
+        context={"subject": subject, "message": message},
         dry_run=ctx.dry_run,
-        push_cancellations=push_cancellations,
-        concurrency=concurrency or settings.PAYMENTS_RECONCILE_CONCURRENCY,
-        on_item_failure=ctx.item_failed,
     )
-    run_batches(ctx, sync, todo, batch_size=batch_size)
-    r = sync.result
-    ctx.count(processed=r.fetched + r.errors, succeeded=r.fetched, skipped=r.skipped)
-    summary: dict[str, Any] = {
-        "slot": slot.isoformat(),
-        "days_before": days,
-        "tenant": ctx.tenant_key or None,
-        "dry_run": ctx.dry_run,
-        "selected": r.selected,
-        "fetched": r.fetched,
-        "synced": r.outcomes.get("synced", 0),
-        "mismatch": r.outcomes.get("mismatch", 0),
-        "errors": r.errors,
-        "skipped": r.skipped,
-        ("would_change" if ctx.dry_run else "changed"): r.changed,
-        ("would_send_cancellations" if ctx.dry_run else "cancellations_sent"): (
-            r.cancellations_pending if ctx.dry_run else r.cancellations_sent
-        ),
-        "tenants_failed": sync.by_tenant_key(r.tenant_failures),
-    }
-    if not ctx.dry_run:
-        summary["cancellations_not_sent"] = r.cancellations_pending
-        summary["audit_records"] = r.audit_records
-    if len(r.per_tenant) <= PER_TENANT_IN_SUMMARY:
-        summary["per_tenant"] = sync.by_tenant_key(r.per_tenant)
-    return summary
+    for key in result["unknown"]:
+        ctx.item_failed(f"organization:{key}", "unknown organization key")
+    if ctx.dry_run:
+        ctx.count(processed=result["would_queue"])
+    else:
+        ctx.count(
+            processed=result["organizations"],
+            succeeded=result["queued"],
+            skipped=result["already_queued"],
+        )
+    return {"campaign": name, "template": template, "dry_run": ctx.dry_run, **result}

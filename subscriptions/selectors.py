@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, QuerySet
 
@@ -66,4 +66,52 @@ def expiry_counts(
             running=row["running"],
         )
         for row in grouped
+    ]
+
+
+# --- the renewal sync with Stripe (payments.subscription_sync) ---------------------
+
+
+@dataclass(frozen=True)
+class LocalSubscription:
+    id: int
+    organization_id: int
+    stripe_subscription_id: str
+    status: str
+    current_period_start: datetime
+    current_period_end: datetime
+    auto_renew: bool
+    cancel_at_period_end: bool
+
+
+RUNNING_VALUES = tuple(s.value for s in RUNNING_STATUSES)
+SYNCABLE_STATUSES = (*RUNNING_STATUSES, SubscriptionStatus.EXPIRED, SubscriptionStatus.CANCELED)
+
+
+def subscriptions_to_sync(
+    *, slot: datetime, days: int, organization_id: int | None = None, limit: int
+) -> list[LocalSubscription]:
+    """Linked subscriptions whose period ends within `days` of `slot`, either
+    way (renewing soon, or just ended and not yet renewed here), of tenants
+    whose Stripe gateway is enabled."""
+    rows = Subscription.objects.filter(
+        status__in=SYNCABLE_STATUSES,
+        current_period_end__gt=slot - timedelta(days=days),
+        current_period_end__lte=slot + timedelta(days=days),
+        organization__payment_provider__enabled=True,
+    ).exclude(stripe_subscription_id="")
+    if organization_id:
+        rows = rows.filter(organization_id=organization_id)
+    return [
+        LocalSubscription(*row)
+        for row in rows.order_by("current_period_end", "id").values_list(
+            "id",
+            "organization_id",
+            "stripe_subscription_id",
+            "status",
+            "current_period_start",
+            "current_period_end",
+            "auto_renew",
+            "cancel_at_period_end",
+        )[:limit]
     ]

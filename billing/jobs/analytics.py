@@ -71,7 +71,7 @@ def aggregate_daily_analytics(
     """
     slot = ctx.slot.astimezone(UTC)
     days = days_to_aggregate(slot_day=slot.date(), day=day, from_day=from_day, to_day=to_day)
-    organization_id = ctx.tenant.pk if ctx.tenant is not None else None
+    organization_id = ctx.organization_id
     per_day: dict[str, Any] = {}
     rows = cached = 0
     for i, at in enumerate(days):

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from django.conf import settings
 
-from audit.services import job_actor
 from billing.services.build import NothingToBill, Period, build_drafts
 from billing.services.credit_notes import regenerate_invoice as regenerate_invoice_service
 from billing.services.drafts import draft_item_key, invoices_to_finalize
@@ -73,9 +72,7 @@ def generate_monthly_invoices(
             f"{period.label} is not over at the slot {ctx.slot:%Y-%m-%d %H:%M}; nothing invoiced"
         )
     usage = complete_period_usage(ctx, period)
-    organizations = organizations_to_invoice(
-        organization_id=ctx.tenant.pk if ctx.tenant is not None else None
-    )
+    organizations = organizations_to_invoice(organization_id=ctx.organization_id)
     ids = [org_id for org_id, key in organizations if ctx.should_process(key)]
     result = ctx.fan_out(
         CHUNK_TARGET, items=ids, chunk_size=chunk_size or settings.INVOICE_CHUNK_SIZE
@@ -146,7 +143,7 @@ def regenerate_invoice(
         new, old, report, credit_note = regenerate_invoice_service(
             organization=org,
             period=period,
-            actor=job_actor(job=ctx.job, run_id=ctx.run.pk),
+            actor=ctx.actor,
             job_run_id=ctx.run.pk,
             reason=reason,
         )
@@ -199,7 +196,7 @@ def finalize_invoices(
     started = time.perf_counter()
     invoices = invoices_to_finalize(
         slot=ctx.slot,
-        organization_id=ctx.tenant.pk if ctx.tenant is not None else None,
+        organization_id=ctx.organization_id,
         only_keys=ctx.only_items,
     )
     usage: dict[str, Any] = {}

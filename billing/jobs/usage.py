@@ -92,7 +92,7 @@ def aggregate_usage(
     not wait for.
     """
     hours = hours_to_aggregate(slot=ctx.slot, hour=hour, from_hour=from_hour, to_hour=to_hour)
-    organization_id = ctx.tenant.pk if ctx.tenant is not None else None
+    organization_id = ctx.organization_id
     late: list[datetime] = []
     if hour is None and from_hour is None and organization_id is None:
         oldest = ctx.slot - timedelta(days=settings.USAGE_EVENT_RETENTION_DAYS)

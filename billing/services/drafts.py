@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from audit.services import job_actor, record_audit
+from audit.services import record_audit
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
 from billing.services.build import InvoiceDraft, Period, build_drafts, tax_for
 from billing.services.invoices import (
@@ -176,7 +176,7 @@ def _discard_empty(invoices: Sequence[Invoice], *, actor: str, job_run_id: int |
 
 def process_finalize_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
     """Fan-out target of billing.finalize_invoices: one chunk of invoice ids."""
-    actor = job_actor(job=ctx.job, run_id=ctx.run.pk)
+    actor = ctx.actor
     invoices = list(
         Invoice.objects.filter(pk__in=items)
         .exclude(status=InvoiceStatus.VOID)

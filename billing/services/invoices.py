@@ -50,7 +50,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from audit.services import BulkChange, job_actor, record_bulk_audit
+from audit.services import BulkChange, record_bulk_audit
 from billing.models import (
     BilledUsage,
     Invoice,
@@ -789,7 +789,7 @@ def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
     """Fan-out target of billing.generate_monthly_invoices: one chunk of organization ids."""
     period = run_period(ctx)
     organizations = list(Organization.objects.filter(pk__in=items).order_by("pk"))
-    actor = job_actor(job=ctx.job, run_id=ctx.run.pk)
+    actor = ctx.actor
     report = StepReport()
     summary: dict[str, Any] = {"organizations_processed": len(organizations)}
     grace = settings.INVOICE_GRACE_HOURS > 0

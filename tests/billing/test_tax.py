@@ -11,7 +11,7 @@ from audit.selectors import audit_of_object
 from billing.models import Invoice
 from jobs.runner import run_job
 from subscriptions.models import Organization
-from subscriptions.services import update_billing_details
+from subscriptions.services.organizations import update_billing_details
 from tests.factories import OrganizationFactory, PlanFactory, SubscriptionFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_broker")]

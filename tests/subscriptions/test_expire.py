@@ -9,8 +9,8 @@ from jobs.models import RunStatus
 from jobs.runner import SlotTaken, run_job
 from jobs.tenants import UnknownTenant
 from notifications.models import OutboundEmail
-from subscriptions import services
 from subscriptions.models import Organization, Plan, Subscription, SubscriptionStatus
+from subscriptions.services import expiry as services
 from tests.factories import OrganizationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ from audit.models import AuditTrail
 from jobs.models import RunStatus
 from jobs.runner import run_job
 from notifications.models import OutboundEmail
-from subscriptions import services
 from subscriptions.models import Subscription, SubscriptionStatus
+from subscriptions.services import expiry as services
 from tests.factories import OrganizationFactory, SubscriptionFactory
 
 SLOT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

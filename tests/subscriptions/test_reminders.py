@@ -7,7 +7,7 @@ from jobs.runner import run_job
 from notifications.models import OutboundEmail
 from notifications.services import EmailTemplate
 from subscriptions.models import SubscriptionStatus
-from subscriptions.services import PAYMENT_DUE, RENEWAL_REMINDER, queue_renewal_reminders
+from subscriptions.services.reminders import PAYMENT_DUE, RENEWAL_REMINDER, queue_renewal_reminders
 from tests.factories import OrganizationFactory, PlanFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db

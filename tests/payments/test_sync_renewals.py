@@ -11,9 +11,10 @@ from django.utils import timezone
 from audit.models import AuditTrail
 from jobs.models import JobItemFailure, RunStatus
 from jobs.runner import run_job
+from payments import subscription_sync
 from payments.gateway import gateway_for
-from subscriptions import services
 from subscriptions.models import ReconciliationStatus, Subscription, SubscriptionStatus
+from subscriptions.selectors import subscriptions_to_sync
 from tests.factories import PaymentProviderConfigFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -261,7 +262,7 @@ def test_a_killed_run_rerun_makes_no_second_stripe_write(stripe_org, localstripe
         raise SystemExit("worker killed after the Stripe call, before the local write")
 
     with monkeypatch.context() as m:
-        m.setattr(services, "write_sync", killed)
+        m.setattr(subscription_sync, "write_sync", killed)
         with pytest.raises(SystemExit):
             sync()
     assert fresh(sub).last_stripe_sync_at is None  # nothing local was written
@@ -282,10 +283,10 @@ def test_a_repeated_cancellation_carries_the_same_key_and_stripe_replays_it(
     """If the read raced the write (Stripe not yet showing the first send), the
     second send carries the same deterministic key: Stripe replays, changes nothing."""
     sub = renewing(stripe_org, auto_renew=False)
-    local = services.subscriptions_to_sync(slot=timezone.now(), days=7, limit=10)[0]
-    remote = services.RemoteSubscription("active", None, local.current_period_end, False)
-    decision = services.decide_sync(local, remote, push_cancellations=True)
-    sync_ = services.RenewalSync(now=timezone.now(), actor="test")
+    local = subscriptions_to_sync(slot=timezone.now(), days=7, limit=10)[0]
+    remote = subscription_sync.RemoteSubscription("active", None, local.current_period_end, False)
+    decision = subscription_sync.decide_sync(local, remote, push_cancellations=True)
+    sync_ = subscription_sync.RenewalSync(now=timezone.now(), actor="test")
     sync_._prepare({stripe_org.pk})
     localstripe.clear_requests()
 
