@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 
+import redis
 from django.conf import settings
 
 _lock = threading.Lock()
@@ -68,8 +69,6 @@ class SendRateLimiter:
         self.limit, self.window = window_for(per_second, window_seconds)
         self._redis = None
         if redis_url:
-            import redis
-
             self._redis = redis.Redis.from_url(redis_url)
             self._script = self._redis.register_script(_ACQUIRE_LUA)
         self._log: collections.deque[float] = collections.deque()

@@ -5,4 +5,5 @@ class MaintenanceConfig(AppConfig):
     name = "maintenance"
 
     def ready(self) -> None:
-        from maintenance import jobs  # noqa: F401 - registers this app's jobs (app registry ready)
+        # Lazy: apps.py is imported before the models; ready() runs once they are.
+        from maintenance import jobs  # noqa: F401 - registers this app's jobs

@@ -5,6 +5,7 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
+        # Lazy: apps.py is imported before the models; ready() runs once they are.
         from jobs.metrics import register_metric_source
         from jobs.panels import register_panel
         from notifications import jobs  # noqa: F401 - registers this app's jobs

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import smtplib
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import close_old_connections, connection, transaction
@@ -75,20 +77,14 @@ def classify(exc: Exception) -> type[Exception]:
     """PermanentSendError or TransientSendError for an exception from a backend."""
     if isinstance(exc, PermanentSendError | TransientSendError):
         return type(exc)
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # pragma: no cover - botocore comes with django-ses
-        BotoCoreError = ClientError = ()
-    if ClientError and isinstance(exc, ClientError):
+    if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
         if error.get("Code") in TRANSIENT_CODES or status >= 500 or status == 429:
             return TransientSendError
         return PermanentSendError
-    if BotoCoreError and isinstance(exc, BotoCoreError):
+    if isinstance(exc, BotoCoreError):
         return TransientSendError  # connection errors and timeouts
-    import smtplib
-
     if isinstance(exc, smtplib.SMTPRecipientsRefused | smtplib.SMTPSenderRefused):
         return PermanentSendError
     if isinstance(exc, ValueError | UnicodeError):

@@ -37,6 +37,8 @@ import stripe
 from django.conf import settings
 
 from core.ratelimit import SendRateLimiter
+from payments.crypto import SecretUnreadable, decrypt
+from payments.models import PaymentProviderConfig, Provider
 
 logger = logging.getLogger(__name__)
 # The SDK logs every request at INFO: thousands of lines per reconciliation run.
@@ -505,9 +507,6 @@ def gateway_for(organization: Any) -> TenantGateway | None:
     `organization`: an Organization or its id. Raises GatewayNotConfigured when
     the config is enabled but its key cannot be read.
     """
-    from payments.crypto import SecretUnreadable, decrypt
-    from payments.models import PaymentProviderConfig, Provider
-
     organization_id = getattr(organization, "pk", organization)
     config = (
         PaymentProviderConfig.objects.filter(

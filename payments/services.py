@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.services import BulkChange, record_audit, record_bulk_audit
 from core.sql import update_from_values
 from payments.crypto import encrypt, rotate
+from payments.gateway import forget_tenant
 from payments.models import (
     OPEN_STATUSES,
     Payment,
@@ -44,8 +45,6 @@ def set_provider_keys(
 ) -> PaymentProviderConfig:
     """Create or change an organization's provider config. `None` leaves a value
     as it is. Secrets are encrypted here; the audit row says only which changed."""
-    from payments.gateway import forget_tenant
-
     with transaction.atomic():
         config, created = PaymentProviderConfig.objects.select_for_update().get_or_create(
             organization=organization, defaults={"provider": provider}

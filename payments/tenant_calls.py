@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from payments.gateway import CircuitOpen, GatewayError, TenantGateway, gateway_for
+from subscriptions.models import Organization
 
 if TYPE_CHECKING:
     from jobs.context import JobContext
@@ -118,8 +119,6 @@ class TenantCalls:
     def _prepare(self, organization_ids: set[int]) -> None:
         """Gateways and tenant keys for the organizations not seen yet this run;
         one whose config cannot be read is broken from the start."""
-        from subscriptions.models import Organization
-
         new = organization_ids - set(self._gateways)
         self._tenant_keys.update(Organization.objects.filter(id__in=new).values_list("id", "key"))
         for org_id in sorted(new):
@@ -173,8 +172,6 @@ def run_batches(ctx: JobContext, run: TenantCalls, items: list[ItemT], *, batch_
     progress, close the pool and record the broken tenants. Returns how many
     items were run."""
     if ctx.only_items is not None:
-        from subscriptions.models import Organization
-
         keys = dict(
             Organization.objects.filter(id__in={i.organization_id for i in items}).values_list(
                 "id", "key"

@@ -5,17 +5,9 @@ class SubscriptionsConfig(AppConfig):
     name = "subscriptions"
 
     def ready(self) -> None:
+        # Lazy: apps.py is imported before the models; ready() runs once they are.
         from jobs.tenants import register_resolver
         from subscriptions import jobs  # noqa: F401 - registers this app's jobs
+        from subscriptions.selectors import organization_by_key
 
-        register_resolver(resolve_organization)
-
-
-def resolve_organization(key: str):
-    """The platform's tenant resolver: an organization by its key."""
-    from subscriptions.models import Organization
-
-    try:
-        return Organization.objects.get(key=key)
-    except Organization.DoesNotExist:
-        raise LookupError(f"no organization with key {key!r}") from None
+        register_resolver(organization_by_key)

@@ -7,7 +7,15 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Q, QuerySet
 
-from subscriptions.models import RUNNING_STATUSES, Subscription, SubscriptionStatus
+from subscriptions.models import RUNNING_STATUSES, Organization, Subscription, SubscriptionStatus
+
+
+def organization_by_key(key: str) -> Organization:
+    """The platform's tenant resolver (jobs.tenants): an organization by its key."""
+    try:
+        return Organization.objects.get(key=key)
+    except Organization.DoesNotExist:
+        raise LookupError(f"no organization with key {key!r}") from None
 
 
 def due_for_expiry(*, slot: datetime, organization_id: int | None = None) -> Q:

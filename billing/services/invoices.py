@@ -78,6 +78,7 @@ from notifications.services import (
     queue_bulk_with_attachments,
     queue_email,
 )
+from payments.gateway import GatewayError, gateway_for
 from subscriptions.models import Organization, OrganizationStatus
 
 __all__ = [
@@ -584,11 +585,6 @@ def stripe_line_text(line: InvoiceLine, currency: str) -> str:
 def _stripe_step(invoices: Sequence[Invoice], *, report: StepReport) -> None:
     todo = [inv for inv in invoices if not inv.stripe_invoice_id]
     if not todo:
-        return
-    try:
-        from payments.gateway import GatewayError, gateway_for
-    except ImportError:  # payments' gateway not installed: nothing to create
-        report.stripe_skipped += len(todo)
         return
     reissued = _reissued(todo)
     for invoice in todo:

@@ -163,6 +163,8 @@ def seller() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def _assets() -> tuple[Any, Any, Any]:
     """The parsed stylesheets and font configuration, once per process."""
+    # Lazy: weasyprint loads Pango and its fonts (about a second); only
+    # processes that render a PDF pay for it.
     from weasyprint import CSS
     from weasyprint.text.fonts import FontConfiguration
 
@@ -179,6 +181,7 @@ def _invoice_html() -> Any:
     `_ua_stylesheets` is weasyprint's own hook (pinned version); without it
     the full HTML5 sheet applies, which renders the same invoice more slowly.
     """
+    # Lazy: weasyprint loads Pango and its fonts (see _assets).
     from weasyprint import HTML
 
     class InvoiceHTML(HTML):

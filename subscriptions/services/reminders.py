@@ -9,7 +9,13 @@ from typing import Any
 from django.db import connection, transaction
 
 from notifications.services import EmailTemplate, queue_from_query, render_sql
-from subscriptions.models import Organization, Subscription, SubscriptionStatus
+from subscriptions.models import (
+    Organization,
+    OrganizationStatus,
+    Plan,
+    Subscription,
+    SubscriptionStatus,
+)
 
 RENEWAL_REMINDER = "subscriptions.renewal_reminder"
 PAYMENT_DUE = "subscriptions.payment_due"
@@ -50,8 +56,6 @@ def queue_renewal_reminders(
     Bodies are rendered from `templates/emails/` once, with the per-row values
     filled in by the database, so 100,000 reminders cost about one INSERT.
     """
-    from subscriptions.models import OrganizationStatus, Plan
-
     sub = connection.ops.quote_name(Subscription._meta.db_table)
     org = connection.ops.quote_name(Organization._meta.db_table)
     plan = connection.ops.quote_name(Plan._meta.db_table)
