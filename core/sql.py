@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
+from django.db.models import Func, TextField
 
 SQLITE_ROWS_PER_STATEMENT = 2_000
 _PG_TYPES = {
@@ -92,3 +93,26 @@ def update_from_values(
 def _adapt_named(params: dict[str, Any]) -> dict[str, Any]:
     adapt = connection.ops.adapt_datetimefield_value
     return {k: adapt(v) if isinstance(v, datetime) else v for k, v in params.items()}
+
+
+class UtcText(Func):
+    """A timestamp column as UTC text, computed by the database: "YYYY-MM-DD HH:MM"
+    (`seconds=False`) or "YYYY-MM-DDTHH:MM:SS" (`seconds=True`, for keys).
+    PostgreSQL formats it; SQLite stores UTC ISO text, so a prefix is it."""
+
+    output_field = TextField()
+
+    def __init__(self, expression: Any, *, seconds: bool = False) -> None:
+        super().__init__(expression)
+        self.seconds = seconds
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        fmt = 'YYYY-MM-DD"T"HH24:MI:SS' if self.seconds else "YYYY-MM-DD HH24:MI"
+        return f"to_char({sql} AT TIME ZONE 'UTC', '{fmt}')", list(params)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        if self.seconds:
+            return f"replace(substr({sql}, 1, 19), ' ', 'T')", list(params)
+        return f"substr({sql}, 1, 16)", list(params)

@@ -17,16 +17,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, TextField, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from audit.services import bulk_insert_sql, record_bulk_audit_from_select
 from notifications.services import (
     EmailDraft,
     EmailTemplate,
-    SqlRendered,
+    Variant,
     queue_bulk,
-    queue_from_query,
-    render_sql,
+    queue_from_queryset,
 )
 from subscriptions.models import RUNNING_STATUSES, Organization, Subscription
 from subscriptions.selectors import TenantExpiryCounts, expiry_counts
@@ -440,10 +442,13 @@ class _DigestRenderer:
             "suspend_after": self.suspend_after,
         }
 
-    def sql_rendered(self, status: str, *, single: bool) -> SqlRendered:
-        holes = {"organization_name": "o.name", "count": "g.n::text"}
-        context = self.context(name="", count="", single=single)
-        return render_sql(self.templates[status], context=context, fields=holes)
+    def variants(self, status: str) -> list[Variant]:
+        """The digest of one organization, or of one subscription (`single`)."""
+        template = self.templates[status]
+        return [
+            Variant(template, self.context(name="", count="", single=True), when="single"),
+            Variant(template, self.context(name="", count="", single=False)),
+        ]
 
     def draft(
         self, *, organization_id: int, status: str, count: int, name: str, email: str
@@ -497,23 +502,31 @@ def _queue_digests_sql(groups: list[_Group], *, renderer: _DigestRenderer) -> in
     if not groups:
         return 0
     status = groups[0].status
-    variants = [
-        ("g.n = 1", renderer.sql_rendered(status, single=True)),
-        (None, renderer.sql_rendered(status, single=False)),
-    ]
     kind = f"subscriptions.{status}"
-    return queue_from_query(
-        select_from=(
-            f"unnest(%s::bigint[], %s::bigint[]) AS g(org_id, n) "
-            f"JOIN {_ORGANIZATION} o ON o.id = g.org_id CROSS JOIN (SELECT %s::text AS key) k"
-        ),
-        where="o.billing_email <> ''",
-        params=[[g.organization_id for g in groups], [g.count for g in groups], renderer.slot_key],
-        variants=variants,
-        to_sql="o.billing_email",
-        organization_sql="o.id",
-        kind=kind,
-        dedupe_key_sql=f"'{kind}:org' || o.id::text || ':' || k.key",
+    # Each organization's count, looked up per row in one jsonb parameter.
+    counts = json.dumps({str(g.organization_id): g.count for g in groups})
+    table = connection.ops.quote_name(_ORGANIZATION)
+    n = RawSQL(f"(%s::jsonb ->> {table}.id::text)::bigint", [counts])
+    rows = (
+        Organization.objects.filter(id__in=[g.organization_id for g in groups])
+        .exclude(billing_email="")
+        .annotate(n=n)
+        .values(
+            organization_id=F("id"),
+            to=F("billing_email"),
+            organization_name=F("name"),
+            count=Cast("n", TextField()),
+            single=ExpressionWrapper(Q(n=1), output_field=BooleanField()),
+            dedupe_key=Concat(
+                Value(f"{kind}:org"),
+                Cast("id", TextField()),
+                Value(f":{renderer.slot_key}"),
+                output_field=TextField(),
+            ),
+        )
+    )
+    return queue_from_queryset(
+        rows, kind=kind, variants=renderer.variants(status), fields=("organization_name", "count")
     )
 
 

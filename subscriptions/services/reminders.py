@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
+from django.db.models import F, QuerySet, TextField, Value
+from django.db.models.functions import Cast, Concat
 
-from notifications.services import EmailTemplate, queue_from_query, render_sql
+from core.sql import UtcText
+from notifications.services import EmailTemplate, Variant, queue_from_queryset
 from subscriptions.models import (
-    Organization,
     OrganizationStatus,
-    Plan,
     Subscription,
     SubscriptionStatus,
 )
@@ -25,18 +26,6 @@ PAYMENT_DUE = "subscriptions.payment_due"
 class ReminderResult:
     renewal: int = 0
     payment_due: int = 0
-
-
-def _sql_minute(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI')"
-    return f"substr({column}, 1, 16)"  # SQLite stores UTC 'YYYY-MM-DD HH:MM:SS...'
-
-
-def _sql_period_key(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"""to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')"""
-    return f"replace(substr({column}, 1, 19), ' ', 'T')"
 
 
 def queue_renewal_reminders(
@@ -56,64 +45,57 @@ def queue_renewal_reminders(
     Bodies are rendered from `templates/emails/` once, with the per-row values
     filled in by the database, so 100,000 reminders cost about one INSERT.
     """
-    sub = connection.ops.quote_name(Subscription._meta.db_table)
-    org = connection.ops.quote_name(Organization._meta.db_table)
-    plan = connection.ops.quote_name(Plan._meta.db_table)
-    fields = {
-        "organization_name": "o.name",
-        "plan_name": "p.name",
-        "period_end": _sql_minute("s.current_period_end"),
-    }
-    select_from = (
-        f"{sub} s JOIN {org} o ON o.id = s.organization_id JOIN {plan} p ON p.id = s.plan_id"
+    due = Subscription.objects.filter(organization__status=OrganizationStatus.ACTIVE).exclude(
+        organization__billing_email=""
     )
-    base_where = "o.status = %s AND o.billing_email <> ''"
-    base_params: list[Any] = [OrganizationStatus.ACTIVE]
     if organization_id:
-        base_where += " AND s.organization_id = %s"
-        base_params.append(organization_id)
+        due = due.filter(organization_id=organization_id)
+    fields = ("organization_name", "plan_name", "period_end")
+
+    def rows(subscriptions: QuerySet[Subscription], kind: str) -> QuerySet[Any]:
+        """One row per reminder: recipient, dedupe key (subscription and period)
+        and the values the templates print."""
+        return subscriptions.values(
+            "organization_id",
+            "auto_renew",
+            to=F("organization__billing_email"),
+            organization_name=F("organization__name"),
+            plan_name=F("plan__name"),
+            period_end=UtcText("current_period_end"),
+            dedupe_key=Concat(
+                Value(f"{kind}:sub"),
+                Cast("id", TextField()),
+                Value(":"),
+                UtcText("current_period_end", seconds=True),
+                output_field=TextField(),
+            ),
+        )
+
     result = ReminderResult()
     with transaction.atomic():
         renewal = EmailTemplate("subscription_renewal_reminder")
-        result.renewal = queue_from_query(
-            select_from=select_from,
-            where=f"{base_where} AND s.status IN (%s, %s) AND s.current_period_end > %s "
-            "AND s.current_period_end <= %s",
-            params=[
-                *base_params,
-                SubscriptionStatus.TRIALING,
-                SubscriptionStatus.ACTIVE,
-                slot,
-                slot + timedelta(days=days),
-            ],
-            variants=[
-                ("s.auto_renew", render_sql(renewal, context={"auto_renew": True}, fields=fields)),
-                (None, render_sql(renewal, context={"auto_renew": False}, fields=fields)),
-            ],
-            to_sql="o.billing_email",
-            organization_sql="s.organization_id",
+        result.renewal = queue_from_queryset(
+            rows(
+                due.filter(
+                    status__in=[SubscriptionStatus.TRIALING, SubscriptionStatus.ACTIVE],
+                    current_period_end__gt=slot,
+                    current_period_end__lte=slot + timedelta(days=days),
+                ),
+                RENEWAL_REMINDER,
+            ),
             kind=RENEWAL_REMINDER,
-            dedupe_key_sql=f"'{RENEWAL_REMINDER}:sub' || s.id || ':' || "
-            f"{_sql_period_key('s.current_period_end')}",
+            variants=[
+                Variant(renewal, {"auto_renew": True}, when="auto_renew"),
+                Variant(renewal, {"auto_renew": False}),
+            ],
+            fields=fields,
             dry_run=dry_run,
         )
-        result.payment_due = queue_from_query(
-            select_from=select_from,
-            where=f"{base_where} AND s.status = %s",
-            params=[*base_params, SubscriptionStatus.PAST_DUE],
-            variants=[
-                (
-                    None,
-                    render_sql(
-                        EmailTemplate("subscription_payment_due"), context={}, fields=fields
-                    ),
-                )
-            ],
-            to_sql="o.billing_email",
-            organization_sql="s.organization_id",
+        result.payment_due = queue_from_queryset(
+            rows(due.filter(status=SubscriptionStatus.PAST_DUE), PAYMENT_DUE),
             kind=PAYMENT_DUE,
-            dedupe_key_sql=f"'{PAYMENT_DUE}:sub' || s.id || ':' || "
-            f"{_sql_period_key('s.current_period_end')}",
+            variants=[Variant(EmailTemplate("subscription_payment_due"), {})],
+            fields=fields,
             dry_run=dry_run,
         )
     return result

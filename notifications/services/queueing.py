@@ -1,13 +1,15 @@
-"""Queue email through the outbox. Nothing else calls the mail backend.
+"""Queueing email in the outbox. Nothing else calls the mail backend.
 
 Bodies are rendered when queued (so what was sent is what was stored, even if
 a template changes later), and every row carries a dedupe key: queueing the
 same key twice keeps the first row, which makes every caller's rerun safe.
+Three ways in: `queue_email` (one), `queue_bulk` / `queue_bulk_with_attachments`
+(drafts rendered in Python), `queue_from_queryset` (one INSERT ... SELECT from
+a queryset, rendered once with the per-row values filled in by the database).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,26 +17,13 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Q
-from django.template.loader import get_template
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from notifications.models import (
-    EmailAttachment,
-    EmailStatus,
-    OutboundEmail,
-    SuppressedAddress,
-    SuppressionReason,
-)
+from notifications.models import EmailAttachment, EmailStatus, OutboundEmail
+from notifications.rendering import EmailTemplate, SqlRendered, render_email, render_sql
 
 BULK_BATCH_SIZE = 2000
-
-
-@dataclass(frozen=True)
-class RenderedEmail:
-    subject: str
-    body_text: str
-    body_html: str
 
 
 @dataclass(frozen=True)
@@ -48,33 +37,6 @@ class EmailDraft:
     body_text: str
     body_html: str = ""
     organization_id: int | None = None
-
-
-class EmailTemplate:
-    """`templates/emails/<name>/{subject.txt,body.txt,body.html}`, loaded once.
-
-    Jobs that queue thousands of emails render through one instance, so the
-    templates are looked up and compiled once, not per email.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._subject = get_template(f"emails/{name}/subject.txt")
-        self._text = get_template(f"emails/{name}/body.txt")
-        self._html = get_template(f"emails/{name}/body.html")
-
-    def render(self, context: Mapping[str, Any]) -> RenderedEmail:
-        context = dict(context)
-        subject = " ".join(self._subject.render(context).split())
-        return RenderedEmail(
-            subject=subject[:255],
-            body_text=self._text.render(context),
-            body_html=self._html.render(context),
-        )
-
-
-def render_email(*, template: str, context: Mapping[str, Any]) -> RenderedEmail:
-    return EmailTemplate(template).render(context)
 
 
 @dataclass(frozen=True)
@@ -238,183 +200,58 @@ def _queue_bulk_portable(emails: Sequence[EmailDraft], now: datetime) -> int:
     return inserted
 
 
-# --- staff actions and the suppression list ------------------------------------
-
-
-def retry_now(*, ids: Sequence[int], now: datetime | None = None) -> int:
-    """Make queued or failed rows due now, with a fresh set of attempts.
-
-    Rows being sent under a live lease, sent and suppressed rows are left alone.
-    """
-    now = now or timezone.now()
-    retryable = Q(status__in=[EmailStatus.QUEUED, EmailStatus.FAILED]) | Q(
-        status=EmailStatus.SENDING, claimed_until__lt=now
-    )
-    return (
-        OutboundEmail.objects.filter(retryable, id__in=list(ids))
-        .exclude(status=EmailStatus.SENDING, send_started_at__isnull=False)
-        .update(
-            status=EmailStatus.QUEUED,
-            next_attempt_at=now,
-            attempts=0,
-            claimed_by="",
-            claimed_until=None,
-            send_started_at=None,
-        )
-    )
-
-
-def cancel(*, ids: Sequence[int], actor: str) -> int:
-    """Stop queued rows from being sent; they end `failed`, saying who canceled them."""
-    return OutboundEmail.objects.filter(id__in=list(ids), status=EmailStatus.QUEUED).update(
-        status=EmailStatus.FAILED, last_error=f"canceled by {actor}"[:2000]
-    )
-
-
-def suppress_addresses(
-    *, emails: Sequence[str], reason: str = SuppressionReason.MANUAL, note: str = ""
-) -> int:
-    """Add addresses to the suppression list (existing entries are kept); returns new ones.
-
-    Mail still queued to them is marked `suppressed` now rather than at send time.
-    """
-    addresses = sorted({e.strip().lower() for e in emails if e and e.strip()})
-    if not addresses:
-        return 0
-    with transaction.atomic():
-        known = set(
-            SuppressedAddress.objects.filter(email__in=addresses).values_list("email", flat=True)
-        )
-        SuppressedAddress.objects.bulk_create(
-            [
-                SuppressedAddress(email=a, reason=reason, note=note[:2000])
-                for a in addresses
-                if a not in known
-            ],
-            ignore_conflicts=True,
-        )
-        lowered = Q()
-        for address in addresses:
-            lowered |= Q(to__iexact=address)
-        OutboundEmail.objects.filter(lowered, status=EmailStatus.QUEUED).update(
-            status=EmailStatus.SUPPRESSED, last_error=f"address suppressed ({reason})"
-        )
-    return len([a for a in addresses if a not in known])
-
-
-class FeedbackRefused(ValueError):
-    """An SES event that names a message or recipient the outbox never sent."""
-
-
-def record_ses_feedback(*, kind: str, message: dict[str, Any]) -> list[str]:
-    """Apply a verified SES bounce or complaint event; returns the addresses suppressed.
-
-    Only addresses the outbox sent that very message to (its `mail.messageId`
-    is our `provider_message_id`) are suppressed, and only for permanent
-    bounces and complaints. Anything else raises FeedbackRefused and changes
-    nothing: a signed event of someone else's topic or message must not stop
-    mail to our customers.
-    """
-    mail = message.get("mail") if isinstance(message.get("mail"), dict) else {}
-    message_id = mail.get("messageId")
-    if not isinstance(message_id, str) or not 0 < len(message_id) <= 255:
-        raise FeedbackRefused("SES event has no mail.messageId")
-    if kind == "bounce":
-        event = message.get("bounce") if isinstance(message.get("bounce"), dict) else {}
-        listed, reason = event.get("bouncedRecipients"), SuppressionReason.BOUNCE
-        note = event.get("bounceSubType", "")
-    else:
-        event = message.get("complaint") if isinstance(message.get("complaint"), dict) else {}
-        listed, reason = event.get("complainedRecipients"), SuppressionReason.COMPLAINT
-        note = event.get("complaintFeedbackType", "")
-    if not isinstance(listed, list) or not listed:
-        raise FeedbackRefused(f"SES {kind} event names no recipients")
-    addresses = []
-    for item in listed:
-        address = item.get("emailAddress") if isinstance(item, dict) else None
-        if not isinstance(address, str) or not address.strip() or len(address) > 254:
-            raise FeedbackRefused(f"SES {kind} event has a recipient without an emailAddress")
-        addresses.append(address.strip().lower())
-    sent_to = {
-        to.lower()
-        for to in OutboundEmail.objects.filter(provider_message_id=message_id).values_list(
-            "to", flat=True
-        )
-    }
-    if not sent_to:
-        raise FeedbackRefused(f"mail.messageId {message_id[:80]!r} is not a message we sent")
-    strangers = [a for a in addresses if a not in sent_to]
-    if strangers:
-        raise FeedbackRefused(
-            f"message {message_id[:80]!r} was not sent to {strangers[0][:80]}; nothing suppressed"
-        )
-    if kind == "bounce" and event.get("bounceType") != "Permanent":
-        return []  # transient: SES retries; the address stays
-    suppress_addresses(emails=addresses, reason=reason, note=str(note or "")[:2000])
-    return addresses
-
-
-# --- queueing straight from a query (INSERT ... SELECT) ----------------------------
-
-_SENTINEL = "QQFIELD{}QQ"
-_SENTINEL_RE = re.compile(r"QQFIELD(\w+?)QQ")
-
-
-def sql_html_escape(expr: str) -> str:
-    """SQL for Django's `escape()` of a text expression (same five characters)."""
-    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;")):
-        expr = f"replace({expr}, '{char}', '{entity}')"
-    return f"replace({expr}, '''', '&#x27;')"
-
-
 @dataclass(frozen=True)
-class SqlRendered:
-    """A template rendered into SQL expressions: literal pieces (parameters)
-    around per-row column expressions."""
+class Variant:
+    """A template and its context for the rows of `queue_from_queryset` whose
+    boolean column `when` is true; `when=None`: every other row."""
 
-    subject: tuple[str, list[str]]
-    body_text: tuple[str, list[str]]
-    body_html: tuple[str, list[str]]
+    template: EmailTemplate
+    context: Mapping[str, Any]
+    when: str | None = None
 
 
-def render_sql(
-    template: EmailTemplate, *, context: Mapping[str, Any], fields: Mapping[str, str]
-) -> SqlRendered:
-    """Render `template` once, with each of `fields` (name -> SQL text expression)
-    left as a hole the database fills per row.
+def queue_from_queryset(
+    rows: QuerySet[Any],
+    *,
+    kind: str,
+    variants: Sequence[Variant],
+    fields: Sequence[str],
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> int:
+    """Queue one email per row of `rows` in one INSERT ... SELECT ... ON CONFLICT
+    (dedupe_key) DO NOTHING; returns rows queued (dry run: rows that would be).
 
-    Lets a job queue 100,000 emails with one INSERT ... SELECT while the text
-    stays exactly what Django would render, as long as the templates print the
-    fields without filters (HTML bodies get the same escaping, done in SQL).
+    `rows` is a `.values()` queryset with the columns `organization_id`, `to`,
+    `dedupe_key`, each of `fields` (text filled into the templates, printed
+    without filters) and each variant's `when`. The first variant whose `when`
+    holds renders the row.
     """
-    holes = {name: _SENTINEL.format(name) for name in fields}
-    rendered = template.render({**context, **holes})
-
-    def build(text: str, *, html: bool, limit: int | None = None) -> tuple[str, list[str]]:
-        sql_parts: list[str] = []
-        params: list[str] = []
-        pos = 0
-        for match in _SENTINEL_RE.finditer(text):
-            if match.start() > pos:
-                sql_parts.append("%s")
-                params.append(text[pos : match.start()])
-            expr = f"({fields[match.group(1)]})"
-            sql_parts.append(sql_html_escape(expr) if html else expr)
-            pos = match.end()
-        if pos < len(text) or not sql_parts:
-            sql_parts.append("%s")
-            params.append(text[pos:])
-        sql = "(" + " || ".join(sql_parts) + ")"
-        return (f"substr({sql}, 1, {limit})" if limit else sql), params
-
-    return SqlRendered(
-        subject=build(rendered.subject, html=False, limit=255),
-        body_text=build(rendered.body_text, html=False),
-        body_html=build(rendered.body_html, html=True),
+    quote = connection.ops.quote_name
+    holes = {name: f"q.{quote(name)}" for name in fields}
+    rendered = [
+        (
+            f"q.{quote(v.when)}" if v.when else None,
+            render_sql(v.template, context=v.context, fields=holes),
+        )
+        for v in variants
+    ]
+    sql, params = rows.order_by().query.sql_with_params()
+    return _queue_from_select(
+        select_from=f"({sql}) q",
+        where="1 = 1",
+        params=list(params),
+        variants=rendered,
+        to_sql=f"q.{quote('to')}",
+        organization_sql=f"q.{quote('organization_id')}",
+        kind=kind,
+        dedupe_key_sql=f"q.{quote('dedupe_key')}",
+        now=now,
+        dry_run=dry_run,
     )
 
 
-def queue_from_query(
+def _queue_from_select(
     *,
     select_from: str,
     where: str,
@@ -430,7 +267,8 @@ def queue_from_query(
     """Queue one email per row of `SELECT ... FROM select_from WHERE where` in one
     INSERT ... SELECT ... ON CONFLICT (dedupe_key) DO NOTHING; returns rows queued
     (dry run: rows that would be). `variants` are (SQL condition, rendered) pairs;
-    the first whose condition holds is used (None: always).
+    the first whose condition holds is used (None: always). Internal: callers
+    hand `queue_from_queryset` a queryset, never SQL text.
     """
     now = now or timezone.now()
 
