@@ -1,6 +1,6 @@
 """localstripe on a free loopback port, and tenants whose gateway points at it.
 
-`localstripe`: the server (session; payments.fake_stripe: localstripe plus
+`localstripe`: the server (session; tests.fakes.fake_stripe: localstripe plus
 Stripe's idempotent replays, a request log and injectable faults).
 `stripe_settings`: this test's gateway talks to it, with fast retries.
 `stripe_org`: an organization with an enabled Stripe config on it.
@@ -17,7 +17,7 @@ __all__ = ["localstripe", "stripe_org", "stripe_settings"]
 
 @pytest.fixture(scope="session")
 def localstripe():
-    from payments import fake_stripe
+    from tests.fakes import fake_stripe
 
     server = fake_stripe.start()
     yield server

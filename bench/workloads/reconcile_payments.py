@@ -1,6 +1,6 @@
 """payments.reconcile: 5,000 open payments across 50 tenants, against localstripe.
 
-Starts payments.fake_stripe (localstripe) on a free loopback port, creates the
+Starts tests.fakes.fake_stripe (localstripe) on a free loopback port, creates the
 PaymentIntents there through the SDK (70% succeeded, 20% declined, 10% still
 awaiting confirmation), and seeds the local side: a Stripe config per tenant
 pointing at it, one payment per intent opened an hour ago, half of them
@@ -174,8 +174,8 @@ def _check(run: Any, intents: list[tuple[int, str, str]]) -> None:
 def run() -> Result:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     from jobs.runner import run_job
-    from payments import fake_stripe
     from payments.gateway import reset_gateways
+    from tests.fakes import fake_stripe
 
     t = table_names()
     with connection.cursor() as c:

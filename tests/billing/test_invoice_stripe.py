@@ -1,4 +1,4 @@
-"""The Stripe step of the invoice run, against localstripe (payments.fake_stripe)."""
+"""The Stripe step of the invoice run, against localstripe (tests.fakes.fake_stripe)."""
 
 from __future__ import annotations
 

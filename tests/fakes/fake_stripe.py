@@ -1,6 +1,6 @@
 """localstripe on a loopback port, for tests, benchmarks and local runs.
 
-    python -m payments.fake_stripe --port 8420
+    python -m tests.fakes.fake_stripe --port 8420
 
 Adds to localstripe what the gateway's tests need of real Stripe:
 
@@ -40,7 +40,10 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from tests.clock import pin_from_env
 
 
 @dataclass
@@ -107,6 +110,11 @@ class FakeStripe:
         self.clear_requests()
 
 
+# `python -m tests.fakes.fake_stripe` runs from here, whatever the caller's directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MODULE = "tests.fakes.fake_stripe"
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -118,7 +126,15 @@ def start(*, port: int | None = None, timeout: float = 20.0) -> FakeStripe:
     port = port or free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "payments.fake_stripe", "--port", str(port), "--exit-with-parent"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.fake_stripe",
+            "--port",
+            str(port),
+            "--exit-with-parent",
+        ],
+        cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -433,10 +449,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if os.environ.get("TEST_CLOCK"):
-        # Started by a test run with a pinned clock: read the same day as the
-        # tests. Test-only code, so imported only then.
-        from tests.clock import pin_from_env
-
+        # Started by a test run with a pinned clock: read the same day as the tests.
         pin_from_env()
     app = build_app()
     if args.exit_with_parent:
