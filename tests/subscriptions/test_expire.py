@@ -1,7 +1,6 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.core.management import call_command
 from django.db import DataError, IntegrityError, transaction
 
 from audit.models import AuditTrail
@@ -382,34 +381,6 @@ def test_database_rejects_a_duplicate_organization_key():
     OrganizationFactory(key="org_dup")
     with pytest.raises(IntegrityError), transaction.atomic():
         Organization.objects.create(key="org_dup", name="Again", billing_email="a@b.example")
-
-
-def test_seed_demo_is_idempotent(capsys):
-    call_command("seed_demo")
-    first = capsys.readouterr().out
-    counts = (Organization.objects.count(), Plan.objects.count(), Subscription.objects.count())
-
-    call_command("seed_demo")
-    second = capsys.readouterr().out
-
-    assert "created organization" in first
-    assert "nothing created" in second
-    assert counts == (
-        Organization.objects.count(),
-        Plan.objects.count(),
-        Subscription.objects.count(),
-    )
-    assert set(Subscription.objects.values_list("status", flat=True)) == set(S.values)
-
-
-def test_seed_demo_data_expires_without_tripping_the_guard(capsys):
-    call_command("seed_demo")
-
-    run = run_job("subscriptions.expire")
-
-    assert run.status == RunStatus.SUCCEEDED, run.error
-    assert run.summary["expired"] == 6  # two per organization
-    assert run.summary["suspended"] == 3
 
 
 def test_a_bulk_audit_record_lists_every_subscription_that_changed_alike(no_guard):
