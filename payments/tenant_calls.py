@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from payments.gateway import CircuitOpen, GatewayError, TenantGateway, gateway_for
-from subscriptions.models import Organization
+from subscriptions.selectors import tenant_keys
 
 if TYPE_CHECKING:
     from jobs.context import JobContext
@@ -120,7 +120,7 @@ class TenantCalls:
         """Gateways and tenant keys for the organizations not seen yet this run;
         one whose config cannot be read is broken from the start."""
         new = organization_ids - set(self._gateways)
-        self._tenant_keys.update(Organization.objects.filter(id__in=new).values_list("id", "key"))
+        self._tenant_keys.update(tenant_keys(new))
         for org_id in sorted(new):
             try:
                 self._gateways[org_id] = gateway_for(org_id)
@@ -172,11 +172,7 @@ def run_batches(ctx: JobContext, run: TenantCalls, items: list[ItemT], *, batch_
     progress, close the pool and record the broken tenants. Returns how many
     items were run."""
     if ctx.only_items is not None:
-        keys = dict(
-            Organization.objects.filter(id__in={i.organization_id for i in items}).values_list(
-                "id", "key"
-            )
-        )
+        keys = tenant_keys(i.organization_id for i in items)
         items = [
             i
             for i in items

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,12 @@ def organization_by_key(key: str) -> Organization:
         return Organization.objects.get(key=key)
     except Organization.DoesNotExist:
         raise LookupError(f"no organization with key {key!r}") from None
+
+
+def tenant_keys(organization_ids: Iterable[int]) -> dict[int, str]:
+    """{organization id: tenant key}: what audit records and run summaries name
+    a tenant by."""
+    return dict(Organization.objects.filter(id__in=set(organization_ids)).values_list("id", "key"))
 
 
 def due_for_expiry(*, slot: datetime, organization_id: int | None = None) -> Q:

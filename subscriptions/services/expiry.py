@@ -31,7 +31,7 @@ from notifications.services import (
     queue_from_queryset,
 )
 from subscriptions.models import RUNNING_STATUSES, Organization, Subscription
-from subscriptions.selectors import TenantExpiryCounts, expiry_counts
+from subscriptions.selectors import TenantExpiryCounts, expiry_counts, tenant_keys
 from subscriptions.services.common import (
     EXPIRED,
     OBJECT_TYPE,
@@ -531,11 +531,7 @@ def _queue_digests_sql(groups: list[_Group], *, renderer: _DigestRenderer) -> in
 
 
 def _per_tenant(groups: list[_Group]) -> dict[str, dict[str, int]]:
-    keys = dict(
-        Organization.objects.filter(id__in={g.organization_id for g in groups}).values_list(
-            "id", "key"
-        )
-    )
+    keys = tenant_keys(g.organization_id for g in groups)
     out: dict[str, dict[str, int]] = {}
     for g in groups:
         entry = out.setdefault(keys.get(g.organization_id, str(g.organization_id)), {})

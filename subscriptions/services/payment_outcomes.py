@@ -12,7 +12,8 @@ from django.db import transaction
 
 from audit.services import BulkChange, record_bulk_audit
 from core.sql import update_from_values
-from subscriptions.models import Organization, Subscription, SubscriptionStatus
+from subscriptions.models import Subscription, SubscriptionStatus
+from subscriptions.selectors import tenant_keys
 from subscriptions.services.common import ACTIVE, OBJECT_TYPE, PAST_DUE
 
 # A paid subscription in these states is the local side's decision: left as is.
@@ -44,9 +45,7 @@ def _audit_groups(
     """One audit row per organization and old status, listing the subscriptions."""
     if not groups:
         return 0
-    keys = dict(
-        Organization.objects.filter(id__in={org for org, _ in groups}).values_list("id", "key")
-    )
+    keys = tenant_keys(org for org, _ in groups)
     return record_bulk_audit(
         (
             BulkChange(

@@ -16,12 +16,11 @@ from django.db import transaction
 from audit.services import BulkChange, record_bulk_audit
 from core.sql import update_from_values
 from subscriptions.models import (
-    Organization,
     ReconciliationStatus,
     Subscription,
     SubscriptionStatus,
 )
-from subscriptions.selectors import LocalSubscription
+from subscriptions.selectors import LocalSubscription, tenant_keys
 from subscriptions.services.common import EXPIRED, OBJECT_TYPE
 
 
@@ -145,9 +144,7 @@ def write_sync(
                 groups.setdefault(key, []).append(d.local.id)
         result.changed = sum(len(ids) for ids in groups.values())
         if groups:
-            keys = dict(
-                Organization.objects.filter(id__in={g[0] for g in groups}).values_list("id", "key")
-            )
+            keys = tenant_keys(g[0] for g in groups)
             result.audit_records = record_bulk_audit(
                 (
                     BulkChange(
