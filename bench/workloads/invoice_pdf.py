@@ -40,7 +40,7 @@ from bench.common import Result, log, seed_organizations, settle, table_names, t
 ORGANIZATIONS = int(os.environ.get("BENCH_INVOICE_ORGANIZATIONS", 2_000))
 NAIVE_SAMPLE = int(os.environ.get("BENCH_NAIVE_SAMPLE", 100))
 JOB = "billing.generate_monthly_invoices"
-TARGET = "billing.services.invoices.process_chunk"
+TARGET = "billing.jobs.invoices.process_chunk"
 SLOT = datetime(2026, 2, 1, tzinfo=UTC)
 WORKER_START_TIMEOUT = 120
 

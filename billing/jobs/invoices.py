@@ -9,8 +9,10 @@ from django.conf import settings
 
 from billing.services.build import NothingToBill, Period, build_drafts
 from billing.services.credit_notes import regenerate_invoice as regenerate_invoice_service
-from billing.services.drafts import draft_item_key, invoices_to_finalize
+from billing.services.drafts import draft_item_key, finalize_chunk, invoices_to_finalize
 from billing.services.invoices import (
+    ChunkResult,
+    invoice_chunk,
     make_usage_complete,
     organizations_to_invoice,
     queue_run_summary,
@@ -22,8 +24,8 @@ from jobs.params import Range
 from jobs.registry import job
 from subscriptions.models import Organization
 
-CHUNK_TARGET = "billing.services.invoices.process_chunk"
-FINALIZE_TARGET = "billing.services.drafts.process_finalize_chunk"
+CHUNK_TARGET = "billing.jobs.invoices.process_chunk"
+FINALIZE_TARGET = "billing.jobs.invoices.process_finalize_chunk"
 
 
 def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:
@@ -64,7 +66,7 @@ def generate_monthly_invoices(
     """
     started = time.perf_counter()
     try:
-        period = run_period(ctx)
+        period = run_period(process_month=ctx.params.get("process_month") or "", slot=ctx.slot)
     except ValueError as exc:
         raise JobAborted(f"{exc}; nothing invoiced") from exc
     if period.end_at > ctx.slot:
@@ -218,3 +220,35 @@ def finalize_invoices(
         summary["failed_chunks"] = result.failed_chunks
     summary["duration_seconds"] = round(time.perf_counter() - started, 3)
     return summary
+
+
+# --- fan-out targets: the job layer owns the chunk's context ---------------------
+
+
+def _report_chunk(ctx: JobContext, result: ChunkResult) -> dict[str, Any]:
+    for key, message in result.failures.items():
+        ctx.item_failed(key, message)
+    ctx.count(**result.counts)
+    return result.summary
+
+
+def process_chunk(ctx: JobContext, items: list[int]) -> dict[str, Any]:
+    """Fan-out target of billing.generate_monthly_invoices: one chunk of organization ids."""
+    period = run_period(process_month=ctx.params.get("process_month") or "", slot=ctx.slot)
+    result = invoice_chunk(
+        organization_ids=items,
+        period=period,
+        actor=ctx.actor,
+        job_run_id=ctx.run.pk,
+        dry_run=ctx.dry_run,
+        keep_alive=getattr(ctx, "keep_alive", None),
+    )
+    return _report_chunk(ctx, result)
+
+
+def process_finalize_chunk(ctx: JobContext, items: list[int]) -> dict[str, Any]:
+    """Fan-out target of billing.finalize_invoices: one chunk of invoice ids."""
+    result = finalize_chunk(
+        invoice_ids=items, actor=ctx.actor, job_run_id=ctx.run.pk, dry_run=ctx.dry_run
+    )
+    return _report_chunk(ctx, result)

@@ -400,14 +400,39 @@ def _late_months(
 # --- the build ---------------------------------------------------------------------
 
 
+class NoInvoice(str):
+    """Why an organization gets no invoice for the period: a skip (nothing to
+    bill), or a `BuildFailure`. The text is what summaries show."""
+
+    is_failure = False
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class BuildFailure(NoInvoice):
+    """The organization should be invoiced but cannot be (bad data): a failure
+    of the run, not a skip. Reads "error: <message>" in summaries."""
+
+    is_failure = True
+
+    def __new__(cls, message: str) -> BuildFailure:
+        return super().__new__(cls, f"error: {message}")
+
+    @property
+    def message(self) -> str:
+        return str(self).removeprefix("error: ")
+
+
 def build_drafts(
     *,
     organizations: Sequence[Organization],
     period: Period,
     replacing: dict[int, int] | None = None,
-) -> tuple[dict[int, InvoiceDraft], dict[int, str]]:
+) -> tuple[dict[int, InvoiceDraft], dict[int, NoInvoice]]:
     """The invoices the organizations would get for the period, and why others
-    get none (a reason starting "error: " is a failure, not a skip).
+    get none (a `BuildFailure` is a failure, not a skip).
 
     `replacing` ({organization id: invoice id}): invoices being regenerated;
     what they billed does not count as billed.
@@ -431,22 +456,22 @@ def build_drafts(
         usage_by_org[org_id].append((code, total))
 
     drafts: dict[int, InvoiceDraft] = {}
-    reasons: dict[int, str] = {}
+    reasons: dict[int, NoInvoice] = {}
     for org in organizations:
         subs = subscriptions.get(org.pk)
         if not subs:
-            reasons[org.pk] = "no billable subscription in the period"
+            reasons[org.pk] = NoInvoice("no billable subscription in the period")
             continue
         currencies = {sub.plan.currency for sub in subs}
         if len(currencies) > 1:
             found = ", ".join(sorted(currencies))
-            reasons[org.pk] = f"error: subscriptions in several currencies ({found})"
+            reasons[org.pk] = BuildFailure(f"subscriptions in several currencies ({found})")
             continue
         main = subs[0].plan
         try:
             terms = tax_terms(org)
         except ValueError as exc:
-            reasons[org.pk] = f"error: {exc}"
+            reasons[org.pk] = BuildFailure(str(exc))
             continue
         draft = InvoiceDraft(
             organization_id=org.pk,
@@ -481,7 +506,9 @@ def build_drafts(
             )
         _add_late_usage(draft, org, late, prices, billed, next_revision)
         if not any(line.amount_minor for line in draft.lines):
-            reasons[org.pk] = "nothing to bill (no plan fee and no priced usage in the period)"
+            reasons[org.pk] = NoInvoice(
+                "nothing to bill (no plan fee and no priced usage in the period)"
+            )
             continue
         draft.retax()
         drafts[org.pk] = draft

@@ -22,15 +22,16 @@ from django.db.models import Q
 
 from audit.services import record_audit
 from billing.models import Invoice, InvoiceLine, InvoiceLineKind, InvoiceStatus
-from billing.services.build import InvoiceDraft, Period, build_drafts, tax_for
+from billing.services.build import InvoiceDraft, NoInvoice, Period, build_drafts, tax_for
 from billing.services.invoices import (
     OBJECT_TYPE,
+    ChunkResult,
     StepReport,
     audit_invoices,
     complete_invoices,
+    failure_messages,
     finalize_drafts,
     live_invoices,
-    record_failures,
 )
 from billing.services.usage import complete_usage
 
@@ -107,8 +108,8 @@ def finalize_invoice_drafts(
                 continue
             _draft_manual_only(drafts_here, drafts, reasons, period)
             for org_id, reason in reasons.items():
-                if reason.startswith("error: "):
-                    report.fail(org_id, "build", reason.removeprefix("error: "))
+                if reason.is_failure:
+                    report.fail(org_id, "build", reason.message)
             counts["discarded"] += _discard_empty(
                 [inv for inv in drafts_here if inv.organization_id not in drafts],
                 actor=actor,
@@ -131,15 +132,14 @@ def finalize_invoice_drafts(
 def _draft_manual_only(
     invoices: Sequence[Invoice],
     drafts: dict[int, InvoiceDraft],
-    reasons: dict[int, str],
+    reasons: dict[int, NoInvoice],
     period: Period,
 ) -> None:
     """A draft with nothing computed to bill any more but manual lines is
     still finalized: with just those lines."""
     for invoice in invoices:
-        if invoice.organization_id in drafts or reasons.get(invoice.organization_id, "").startswith(
-            "error: "
-        ):
+        reason = reasons.get(invoice.organization_id)
+        if invoice.organization_id in drafts or (reason is not None and reason.is_failure):
             continue
         if not invoice.lines.filter(kind=InvoiceLineKind.MANUAL).exists():
             continue
@@ -174,35 +174,41 @@ def _discard_empty(invoices: Sequence[Invoice], *, actor: str, job_run_id: int |
     return len(empty)
 
 
-def process_finalize_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
-    """Fan-out target of billing.finalize_invoices: one chunk of invoice ids."""
-    actor = ctx.actor
+def finalize_chunk(
+    *, invoice_ids: list[int], actor: str, job_run_id: int | None, dry_run: bool = False
+) -> ChunkResult:
+    """One chunk of billing.finalize_invoices: finalize and complete the drafts."""
     invoices = list(
-        Invoice.objects.filter(pk__in=items)
+        Invoice.objects.filter(pk__in=invoice_ids)
         .exclude(status=InvoiceStatus.VOID)
         .select_related("organization")
         .order_by("period_start", "organization_id")
     )
     keys = {inv.organization_id: draft_item_key(inv) for inv in invoices}
     report = StepReport()
-    if ctx.dry_run:
-        ctx.count(processed=len(invoices))
-        return {
+    if dry_run:
+        return ChunkResult(
+            summary={
+                "invoices": len(invoices),
+                "would_finalize": sum(1 for inv in invoices if inv.status == InvoiceStatus.DRAFT),
+            },
+            failures={},
+            counts={"processed": len(invoices)},
+        )
+    counts = finalize_invoice_drafts(invoices, actor=actor, job_run_id=job_run_id, report=report)
+    return ChunkResult(
+        summary={
             "invoices": len(invoices),
-            "would_finalize": sum(1 for inv in invoices if inv.status == InvoiceStatus.DRAFT),
-        }
-    counts = finalize_invoice_drafts(invoices, actor=actor, job_run_id=ctx.run.pk, report=report)
-    record_failures(ctx, report, keys)
-    ctx.count(processed=len(invoices), succeeded=len(invoices) - len(report.errors))
-    return {
-        "invoices": len(invoices),
-        "finalized": counts["finalized"],
-        "drafts_discarded": counts["discarded"],
-        "pdfs_rendered": report.pdfs_rendered,
-        "stripe_invoices_created": report.stripe_invoices_created,
-        "emails_queued": report.emails_queued,
-        "errors": report.errors_by_component(),
-    }
+            "finalized": counts["finalized"],
+            "drafts_discarded": counts["discarded"],
+            "pdfs_rendered": report.pdfs_rendered,
+            "stripe_invoices_created": report.stripe_invoices_created,
+            "emails_queued": report.emails_queued,
+            "errors": report.errors_by_component(),
+        },
+        failures=failure_messages(report, keys),
+        counts={"processed": len(invoices), "succeeded": len(invoices) - len(report.errors)},
+    )
 
 
 def _draft_for_change(invoice_id: int) -> Invoice:

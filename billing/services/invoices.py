@@ -760,11 +760,28 @@ def live_invoices(*, organization_ids: Sequence[int], period: Period) -> list[In
     )
 
 
-def run_period(ctx: Any) -> Period:
+def run_period(*, process_month: str, slot: datetime) -> Period:
     """The period a run (or one of its chunks) bills: `process_month`, or the
     month before the slot."""
-    month = ctx.params.get("process_month") or ""
-    return Period.parse(month) if month else Period.before_slot(ctx.slot)
+    return Period.parse(process_month) if process_month else Period.before_slot(slot)
+
+
+@dataclass
+class ChunkResult:
+    """What one fanned-out chunk did, for the job layer to report: its summary,
+    its item failures ({item key: message}) and its counts."""
+
+    summary: dict[str, Any]
+    failures: dict[Any, str]
+    counts: dict[str, int]
+
+
+def failure_messages(report: StepReport, keys: dict[int, Any]) -> dict[Any, str]:
+    """{item key: "component: message; ..."} of the organizations that failed."""
+    return {
+        keys.get(org_id, org_id): "; ".join(f"{c}: {m}" for c, m in problems)
+        for org_id, problems in report.errors.items()
+    }
 
 
 def make_usage_complete(
@@ -776,16 +793,19 @@ def make_usage_complete(
     ).summary()
 
 
-def record_failures(ctx: Any, report: StepReport, keys: dict[int, str]) -> None:
-    for org_id, problems in report.errors.items():
-        ctx.item_failed(keys.get(org_id, org_id), "; ".join(f"{c}: {m}" for c, m in problems))
-
-
-def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
-    """Fan-out target of billing.generate_monthly_invoices: one chunk of organization ids."""
-    period = run_period(ctx)
+def invoice_chunk(
+    *,
+    organization_ids: list[int],
+    period: Period,
+    actor: str,
+    job_run_id: int | None,
+    dry_run: bool = False,
+    keep_alive: Callable[[], None] | None = None,
+) -> ChunkResult:
+    """One chunk of billing.generate_monthly_invoices: build, finalize (or save as
+    drafts during the grace hours) and complete the organizations' invoices."""
+    items = organization_ids
     organizations = list(Organization.objects.filter(pk__in=items).order_by("pk"))
-    actor = ctx.actor
     report = StepReport()
     summary: dict[str, Any] = {"organizations_processed": len(organizations)}
     grace = settings.INVOICE_GRACE_HOURS > 0
@@ -800,36 +820,33 @@ def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
             report.fail(org.pk, "build", exc)
     skipped = 0
     for org_id, reason in reasons.items():
-        if reason.startswith("error: "):
-            report.fail(org_id, "build", reason.removeprefix("error: "))
+        if reason.is_failure:
+            report.fail(org_id, "build", reason.message)
         else:
             skipped += 1
 
-    if ctx.dry_run:
-        return _dry_run_summary(ctx, summary, drafts, existing, skipped, report, organizations)
+    if dry_run:
+        return _dry_run_result(summary, drafts, existing, skipped, report, organizations)
 
     try:
         save = save_drafts if grace else finalize
-        created = save(drafts=list(drafts.values()), actor=actor, job_run_id=ctx.run.pk)
+        created = save(drafts=list(drafts.values()), actor=actor, job_run_id=job_run_id)
     except Exception as exc:
         created = []
         for org_id in drafts:
             report.fail(org_id, "finalize", exc)
-    keep_alive = getattr(ctx, "keep_alive", None)
     if keep_alive is not None:
         keep_alive()
 
     invoices = live_invoices(organization_ids=items, period=period)
-    complete_invoices(invoices, actor=actor, job_run_id=ctx.run.pk, report=report)
+    complete_invoices(invoices, actor=actor, job_run_id=job_run_id, report=report)
 
-    record_failures(ctx, report, {org.pk: org.key for org in organizations})
     ok = len(organizations) - len(report.errors) - skipped
-    ctx.count(processed=len(organizations), succeeded=ok, skipped=skipped)
     revenue: dict[str, int] = defaultdict(int)
     for invoice in invoices:
         if invoice.status != InvoiceStatus.DRAFT:
             revenue[invoice.currency] += invoice.total_minor
-    return {
+    totals = {
         **summary,
         "invoices_created": 0 if grace else len(created),
         "drafts_created": len(created) if grace else 0,
@@ -845,23 +862,25 @@ def process_chunk(ctx: Any, items: list[int]) -> dict[str, Any]:
         "errors": report.errors_by_component(),
         "revenue_minor": dict(revenue),
     }
+    return ChunkResult(
+        summary=totals,
+        failures=failure_messages(report, {org.pk: org.key for org in organizations}),
+        counts={"processed": len(organizations), "succeeded": ok, "skipped": skipped},
+    )
 
 
-def _dry_run_summary(
-    ctx: Any,
+def _dry_run_result(
     summary: dict[str, Any],
     drafts: dict[int, InvoiceDraft],
     existing: set[int],
     skipped: int,
     report: StepReport,
     organizations: Sequence[Organization],
-) -> dict[str, Any]:
-    record_failures(ctx, report, {org.pk: org.key for org in organizations})
+) -> ChunkResult:
     revenue: dict[str, int] = defaultdict(int)
     for draft in drafts.values():
         revenue[draft.currency] += draft.total_minor
-    ctx.count(processed=len(organizations), skipped=skipped + len(existing))
-    return {
+    totals = {
         **summary,
         "would_create": len(drafts),
         "invoices_existing": len(existing),
@@ -869,6 +888,11 @@ def _dry_run_summary(
         "errors": report.errors_by_component(),
         "would_bill_minor": dict(revenue),
     }
+    return ChunkResult(
+        summary=totals,
+        failures=failure_messages(report, {org.pk: org.key for org in organizations}),
+        counts={"processed": len(organizations), "skipped": skipped + len(existing)},
+    )
 
 
 def organizations_to_invoice(*, organization_id: int | None = None) -> list[tuple[int, str]]:

@@ -216,7 +216,7 @@ def test_a_killed_chunk_is_redone_by_the_continued_run_without_duplicates(pro):
 
     run.status = RunStatus.RUNNING
     run.save(update_fields=["status"])
-    assert run_chunks(run.pk, "billing.services.invoices.process_chunk") == 1
+    assert run_chunks(run.pk, "billing.jobs.invoices.process_chunk") == 1
     assert Invoice.objects.count() == len(orgs)
     assert OutboundEmail.objects.count() == emails
 
@@ -522,6 +522,7 @@ KILLED_WORKER = """
 import os, sys
 import django
 django.setup()
+from billing.jobs import invoices as invoice_jobs
 from billing.services import invoices
 from jobs.fanout import claim_chunk, process_chunk
 
@@ -530,7 +531,7 @@ def die(*args, **kwargs):
 
 invoices.complete_invoices = die
 chunk, worker = claim_chunk(int(sys.argv[1]), lease_seconds=600)
-process_chunk(chunk, worker=worker, func=invoices.process_chunk, lease_seconds=600)
+process_chunk(chunk, worker=worker, func=invoice_jobs.process_chunk, lease_seconds=600)
 """
 
 
@@ -569,9 +570,9 @@ def test_a_worker_process_killed_mid_chunk_leaves_nothing_twice(pro, settings):
 
     assert died.returncode == 9
     assert Invoice.objects.count() == 3 and not OutboundEmail.objects.exists()
-    assert run_chunks(run.pk, "billing.services.invoices.process_chunk") == 0  # leased
+    assert run_chunks(run.pk, "billing.jobs.invoices.process_chunk") == 0  # leased
     JobChunk.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert run_chunks(run.pk, "billing.services.invoices.process_chunk") == 1
+    assert run_chunks(run.pk, "billing.jobs.invoices.process_chunk") == 1
 
     assert sorted(Invoice.objects.values_list("number", flat=True)) == [
         "INV-2026-000001",
