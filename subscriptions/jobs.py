@@ -55,17 +55,7 @@ def expire(
                 **base,
                 "expired": 0,
                 "suspended": 0,
-                "guard": {
-                    "limit_percent": exc.limit_percent,
-                    "checked": True,
-                    "forced": False,
-                    "aborted": True,
-                    "tenants_over_limit": [
-                        {"tenant": t.key, "would_expire": t.would_expire, "running": t.running}
-                        for t in exc.tenants[:50]
-                    ],
-                    "tenants_over_limit_count": len(exc.tenants),
-                },
+                "guard": exc.guard_summary(),
             },
         ) from exc
     changed = result.expired + result.suspended

@@ -62,6 +62,20 @@ class ExpiryGuardTripped(Exception):
             "Nothing changed; rerun with force=true if this is intended."
         )
 
+    def guard_summary(self) -> dict[str, Any]:
+        """The run's `guard` summary when the guard stopped it."""
+        return {
+            "limit_percent": self.limit_percent,
+            "checked": True,
+            "forced": False,
+            "aborted": True,
+            "tenants_over_limit": [
+                {"tenant": t.key, "would_expire": t.would_expire, "running": t.running}
+                for t in self.tenants[:PER_TENANT_IN_SUMMARY]
+            ],
+            "tenants_over_limit_count": len(self.tenants),
+        }
+
 
 @dataclass
 class ExpiryResult:
