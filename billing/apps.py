@@ -5,4 +5,4 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        from billing import jobs  # noqa: F401 - registers this app's jobs
+        from billing import api, jobs  # noqa: F401 - registers this app's jobs and API scopes

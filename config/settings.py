@@ -394,6 +394,11 @@ USAGE_EVENT_RETENTION_DAYS = env.int("USAGE_EVENT_RETENTION_DAYS", default=90)
 USAGE_BACKFILL_MAX_HOURS = env.int("USAGE_BACKFILL_MAX_HOURS", default=744)
 # Hours with late events (received after they were aggregated) an hourly run rebuilds.
 USAGE_LATE_HOURS_PER_RUN = env.int("USAGE_LATE_HOURS_PER_RUN", default=24)
+# POST /api/usage/events: most events per batch, largest body, and how far in the
+# future (clock skew) an event's occurred_at may be.
+USAGE_API_MAX_EVENTS = env.int("USAGE_API_MAX_EVENTS", default=1_000)
+USAGE_API_MAX_BODY_BYTES = env.int("USAGE_API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
+USAGE_EVENT_FUTURE_SKEW_SECONDS = env.int("USAGE_EVENT_FUTURE_SKEW_SECONDS", default=300)
 # How long billing.aggregate_daily_analytics caches each organization's day.
 ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=86_400)
 # Most days one billing.aggregate_daily_analytics backfill may cover.

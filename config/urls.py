@@ -6,6 +6,7 @@ from jobs import health, metrics_access
 urlpatterns = [
     path("admin/jobs/", include("jobs.admin_urls")),
     path("admin/", admin.site.urls),
+    path("api/usage/", include("billing.api_urls")),
     path("api/", include("jobs.api_urls")),
     path("ses/", include("notifications.urls")),
     path("health/", health.health_view, name="health"),

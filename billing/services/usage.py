@@ -99,17 +99,30 @@ def record_usage_events(*, events: Iterable[UsageEventIn | Mapping[str, Any]]) -
             raise ValueError(
                 f"{e.metric} counts distinct values: event {e.idempotency_key!r} needs a value_key"
             )
+    return len(store_usage_events(events=batch))
+
+
+def store_usage_events(*, events: list[UsageEventIn]) -> set[tuple[int, str]]:
+    """Insert validated events (as `record_usage_events` checks them), serialized
+    against their hours' aggregation, marking already aggregated hours late;
+    returns the (organization id, idempotency key) of the events that were new.
+
+    The one writer of UsageEvent rows: the API's ingestion (billing.services.
+    usage_ingest) checks each event itself, so it can answer per event.
+    """
+    if not events:
+        return set()
     table = UsageEvent._meta.db_table
     columns = "organization_id, metric, quantity, value_key, occurred_at, idempotency_key, "
     columns += "received_at"
     ops = connection.ops
-    created = 0
+    stored: set[tuple[int, str]] = set()
     new_hours: set[datetime] = set()
     with transaction.atomic(), connection.cursor() as cursor:
-        _lock_hours(cursor, {floor_hour(e.occurred_at) for e in batch}, shared=True)
+        _lock_hours(cursor, {floor_hour(e.occurred_at) for e in events}, shared=True)
         now = ops.adapt_datetimefield_value(timezone.now())  # after the locks: see aggregate_hour
-        for i in range(0, len(batch), INSERT_BATCH):
-            chunk = batch[i : i + INSERT_BATCH]
+        for i in range(0, len(events), INSERT_BATCH):
+            chunk = events[i : i + INSERT_BATCH]
             values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
             params: list[Any] = []
             for e in chunk:
@@ -124,14 +137,15 @@ def record_usage_events(*, events: Iterable[UsageEventIn | Mapping[str, Any]]) -
                 ]
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES {values} "
-                "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING occurred_at",
+                "ON CONFLICT (organization_id, idempotency_key) DO NOTHING "
+                "RETURNING organization_id, idempotency_key, occurred_at",
                 params,
             )
-            inserted = cursor.fetchall()
-            created += len(inserted)
-            new_hours |= {floor_hour(_as_datetime(at)) for (at,) in inserted}
+            for org_id, key, at in cursor.fetchall():
+                stored.add((org_id, key))
+                new_hours.add(floor_hour(_as_datetime(at)))
         _mark_late_hours(cursor, new_hours)
-    return created
+    return stored
 
 
 def _as_datetime(value: Any) -> datetime:
