@@ -50,7 +50,11 @@ from billing.models import (
 from billing.selectors import metric_aggregations
 from subscriptions.models import Organization, OrganizationStatus
 
-INSERT_BATCH = 1_000  # events per INSERT statement (7 parameters each)
+INSERT_BATCH = 1_000  # events per INSERT statement
+ON_CONFLICT_RETURNING = (
+    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING "
+    "RETURNING organization_id, idempotency_key, occurred_at"
+)
 HOUR = timedelta(hours=1)
 
 
@@ -123,24 +127,41 @@ def store_usage_events(*, events: list[UsageEventIn]) -> set[tuple[int, str]]:
         now = ops.adapt_datetimefield_value(timezone.now())  # after the locks: see aggregate_hour
         for i in range(0, len(events), INSERT_BATCH):
             chunk = events[i : i + INSERT_BATCH]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list[Any] = []
-            for e in chunk:
-                params += [
-                    e.organization_id,
-                    e.metric,
-                    e.quantity,
-                    e.value_key,
-                    ops.adapt_datetimefield_value(e.occurred_at),
-                    e.idempotency_key,
-                    now,
-                ]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values} "
-                "ON CONFLICT (organization_id, idempotency_key) DO NOTHING "
-                "RETURNING organization_id, idempotency_key, occurred_at",
-                params,
-            )
+            if connection.vendor == "postgresql":
+                # One array per column: 7 parameters whatever the batch size,
+                # half the cost of a VALUES list of 7,000 (bench ingest_usage).
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT o, m, q, v, a, k, %s "
+                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], "
+                    "%s::timestamptz[], %s::text[]) AS u(o, m, q, v, a, k) "
+                    f"{ON_CONFLICT_RETURNING}",
+                    [
+                        now,
+                        [e.organization_id for e in chunk],
+                        [e.metric for e in chunk],
+                        [e.quantity for e in chunk],
+                        [e.value_key for e in chunk],
+                        [e.occurred_at for e in chunk],
+                        [e.idempotency_key for e in chunk],
+                    ],
+                )
+            else:
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for e in chunk:
+                    params += [
+                        e.organization_id,
+                        e.metric,
+                        e.quantity,
+                        e.value_key,
+                        ops.adapt_datetimefield_value(e.occurred_at),
+                        e.idempotency_key,
+                        now,
+                    ]
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {values} {ON_CONFLICT_RETURNING}",
+                    params,
+                )
             for org_id, key, at in cursor.fetchall():
                 stored.add((org_id, key))
                 new_hours.add(floor_hour(_as_datetime(at)))
