@@ -5,4 +5,5 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        from billing import api, jobs  # noqa: F401 - registers this app's jobs and API scopes
+        # Registers this app's jobs, API scopes and Stripe webhook handlers.
+        from billing import api, jobs, webhooks  # noqa: F401

@@ -5,4 +5,4 @@ class PaymentsConfig(AppConfig):
     name = "payments"
 
     def ready(self) -> None:
-        from payments import checks, jobs  # noqa: F401 - registers checks and jobs
+        from payments import checks, jobs, webhook_jobs  # noqa: F401 - registers checks and jobs
