@@ -5,5 +5,5 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        # Registers this app's jobs, API scopes and Stripe webhook handlers.
-        from billing import api, jobs, webhooks  # noqa: F401
+        # Registers this app's jobs, API scopes and paths, and Stripe webhook handlers.
+        from billing import api, api_openapi, jobs, webhooks  # noqa: F401

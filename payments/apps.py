@@ -5,4 +5,5 @@ class PaymentsConfig(AppConfig):
     name = "payments"
 
     def ready(self) -> None:
-        from payments import checks, jobs, webhook_jobs  # noqa: F401 - registers checks and jobs
+        # Registers checks, jobs and the webhook's OpenAPI path.
+        from payments import checks, jobs, webhook_jobs, webhook_openapi  # noqa: F401
