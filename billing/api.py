@@ -16,7 +16,7 @@ from django.http import HttpRequest, JsonResponse
 
 from billing.models import BillableMetric
 from billing.selectors import usage_totals
-from billing.services.usage_ingest import ingest_usage_events
+from billing.services.usage_ingest import ingest_usage_events, storable_text
 from jobs.api import BadRequest, api_view, client_of, read_json_body
 from jobs.api_auth import require_scope
 from jobs.api_keys import register_scope_resource
@@ -61,7 +61,8 @@ def summary(request: HttpRequest) -> JsonResponse:
         raise BadRequest("to must be after from", field="to")
     if end - start > timedelta(days=MAX_SUMMARY_DAYS):
         raise BadRequest(f"a summary covers at most {MAX_SUMMARY_DAYS} days", field="to")
-    org = Organization.objects.filter(key=key[:100]).only("pk", "key").first()
+    found = len(key) <= 100 and storable_text(key)
+    org = Organization.objects.filter(key=key).only("pk", "key").first() if found else None
     if org is None or not client.may(f"usage:read:{org.key}"):
         raise BadRequest(f"unknown organization {key[:100]!r}", status=404, field="organization")
     totals = usage_totals(organization_ids=[org.pk], start=start, end=end)

@@ -78,8 +78,11 @@ def ingest_usage_events(
     now = now or timezone.now()
     newest = now + timedelta(seconds=settings.USAGE_EVENT_FUTURE_SKEW_SECONDS)
     oldest = now - timedelta(days=settings.USAGE_EVENT_RETENTION_DAYS)
-    keys = {e.get("organization") for e in events if isinstance(e, dict)}
-    keys = {k for k in keys if isinstance(k, str) and k}
+    # Only string keys a database can compare: a list is unhashable, and a NUL
+    # or a lone surrogate makes PostgreSQL refuse the whole lookup (both found
+    # by schemathesis).
+    named = [e.get("organization") for e in events if isinstance(e, dict)]
+    keys = {k for k in named if isinstance(k, str) and k and len(k) <= 100 and storable_text(k)}
     organizations = dict(
         Organization.objects.filter(key__in=keys).values_list("key", "id") if keys else ()
     )
@@ -199,6 +202,19 @@ def _string(raw: dict[str, Any], name: str, *, required: bool) -> str:
         except UnicodeEncodeError:
             raise Rejected(f"{name} may not contain unpaired UTF-16 surrogates") from None
     return value
+
+
+def storable_text(value: str) -> bool:
+    """Whether PostgreSQL stores (and compares) this text: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _timestamp(value: Any) -> datetime:

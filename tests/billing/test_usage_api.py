@@ -362,3 +362,24 @@ def test_the_summary_needs_usage_read_for_that_organization(client, acme, writer
 
     assert summary(client, writer, **query).status_code == 403
     assert summary(client, limited, **query).status_code == 404
+
+
+# --- found by schemathesis (reliability/test_openapi_fuzz.py) ---------------------------
+
+
+@pytest.mark.parametrize("org", ["a\x00b", "\ud800", "x" * 101, ["acme"], {"k": 1}, 7])
+def test_an_organization_key_no_database_compares_is_rejected_not_a_500(client, acme, writer, org):
+    response = post(client, writer, {"events": [event("good"), event("bad", organization=org)]})
+
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == ["accepted", "rejected"]
+
+
+def test_a_summary_for_an_organization_key_with_a_nul_is_a_404(client, acme):
+    reader = ApiKeyFactory(scopes=["usage:read"])
+
+    response = summary(
+        client, reader, organization="a\x00b", **{"from": "2026-11-01", "to": "2026-12-01"}
+    )
+
+    assert response.status_code == 404

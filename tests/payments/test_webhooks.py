@@ -383,3 +383,12 @@ def test_a_failing_handler_is_recorded_and_retried_then_left_failed(
     stored = StripeWebhookEvent.objects.get()
     assert (stored.status, stored.attempts) == (WebhookEventStatus.FAILED, 3)
     assert process().summary["pending"] == 0
+
+
+@pytest.mark.parametrize("tenant", ["ac%00me", "%ED%A0%80", "a" * 101])
+def test_a_tenant_key_that_is_no_slug_is_a_404_not_a_500(live_server, acme, tenant):
+    """Found by schemathesis: a NUL in the path made PostgreSQL refuse the lookup."""
+    event = stripe_event("payment_intent.succeeded", intent("pi_1", "succeeded"))
+
+    assert deliver(live_server, tenant, event)[0] == 404
+    assert not StripeWebhookEvent.objects.exists()
