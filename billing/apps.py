@@ -6,4 +6,5 @@ class BillingConfig(AppConfig):
 
     def ready(self) -> None:
         # Lazy: apps.py is imported before the models; ready() runs once they are.
-        from billing import jobs  # noqa: F401 - registers this app's jobs
+        # Registers this app's jobs, API scopes and paths, and Stripe webhook handlers.
+        from billing import api, api_openapi, jobs, webhooks  # noqa: F401

@@ -381,6 +381,10 @@ STRIPE_BREAKER_RESET_SECONDS = env.float("STRIPE_BREAKER_RESET_SECONDS", default
 # Requests per second per tenant, shared by every worker (Redis when REDIS_URL).
 STRIPE_RATE_LIMIT_PER_SECOND = env.float("STRIPE_RATE_LIMIT_PER_SECOND", default=25.0)
 STRIPE_RATE_LIMIT_WAIT_SECONDS = env.float("STRIPE_RATE_LIMIT_WAIT_SECONDS", default=30.0)
+# POST /webhooks/stripe/<tenant>: how old a signed event's timestamp may be
+# (Stripe's SDK default), and the largest body taken.
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_WEBHOOK_MAX_BODY_BYTES = env.int("STRIPE_WEBHOOK_MAX_BODY_BYTES", default=512 * 1024)
 SUBSCRIPTION_RENEWAL_DAYS_BEFORE = env.int("SUBSCRIPTION_RENEWAL_DAYS_BEFORE", default=7)
 PAYMENTS_RECONCILE_CONCURRENCY = env.int("PAYMENTS_RECONCILE_CONCURRENCY", default=8)
 PAYMENTS_RECONCILE_AFTER_MINUTES = env.int("PAYMENTS_RECONCILE_AFTER_MINUTES", default=30)
@@ -395,6 +399,11 @@ USAGE_EVENT_RETENTION_DAYS = env.int("USAGE_EVENT_RETENTION_DAYS", default=90)
 USAGE_BACKFILL_MAX_HOURS = env.int("USAGE_BACKFILL_MAX_HOURS", default=744)
 # Hours with late events (received after they were aggregated) an hourly run rebuilds.
 USAGE_LATE_HOURS_PER_RUN = env.int("USAGE_LATE_HOURS_PER_RUN", default=24)
+# POST /api/usage/events: most events per batch, largest body, and how far in the
+# future (clock skew) an event's occurred_at may be.
+USAGE_API_MAX_EVENTS = env.int("USAGE_API_MAX_EVENTS", default=1_000)
+USAGE_API_MAX_BODY_BYTES = env.int("USAGE_API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
+USAGE_EVENT_FUTURE_SKEW_SECONDS = env.int("USAGE_EVENT_FUTURE_SKEW_SECONDS", default=300)
 # How long billing.aggregate_daily_analytics caches each organization's day.
 ANALYTICS_CACHE_SECONDS = env.int("ANALYTICS_CACHE_SECONDS", default=86_400)
 # Most days one billing.aggregate_daily_analytics backfill may cover.

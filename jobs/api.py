@@ -203,24 +203,24 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
-def read_json_body(request: HttpRequest) -> Any:
+def read_json_body(request: HttpRequest, *, max_bytes: int = MAX_BODY_BYTES) -> Any:
     """The body as JSON, refusing oversized, undecodable or non-JSON input."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
     try:
         declared_length = int(declared)
     except ValueError:
         raise BadRequest("invalid Content-Length header") from None
-    if declared_length > MAX_BODY_BYTES:
-        raise BadRequest(_too_big(), status=413)
+    if declared_length > max_bytes:
+        raise BadRequest(_too_big(max_bytes), status=413)
     if declared_length == 0 and request.headers.get("Transfer-Encoding"):
         # Django reads no body without a length; refuse rather than run with defaults.
         raise BadRequest("a request body needs a Content-Length header", status=411)
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise BadRequest(_too_big(), status=413) from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(_too_big(), status=413)
+        raise BadRequest(_too_big(max_bytes), status=413) from None
+    if len(raw) > max_bytes:
+        raise BadRequest(_too_big(max_bytes), status=413)
     if not raw.strip():
         return {}
     try:
@@ -241,8 +241,8 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _too_big() -> str:
-    return f"request body is larger than {MAX_BODY_BYTES} bytes"
+def _too_big(max_bytes: int = MAX_BODY_BYTES) -> str:
+    return f"request body is larger than {max_bytes} bytes"
 
 
 def validate_body(body: Any) -> dict[str, Any]:

@@ -4,11 +4,12 @@ JSON 404."""
 
 from django.urls import path, re_path
 
-from jobs import api
+from jobs import api, openapi
 
 app_name = "jobs-api"
 
 urlpatterns = [
+    path("openapi.json", openapi.openapi_view, name="openapi"),
     path("jobs", api.catalogue, name="catalogue"),
     path("jobs/", api.catalogue),
     re_path(r"^jobs/runs/(?P<run_id>[0-9]+)/?$", api.run_status, name="run"),

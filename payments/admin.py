@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Max
 from django.http import HttpRequest
 
 from audit.admin_audit import AuditedAdminMixin
@@ -59,12 +60,36 @@ class PaymentProviderConfigForm(forms.ModelForm):
 @admin.register(PaymentProviderConfig)
 class PaymentProviderConfigAdmin(admin.ModelAdmin):
     form = PaymentProviderConfigForm
-    list_display = ("organization", "provider", "masked_secret_key", "enabled", "updated_at")
+    list_display = (
+        "organization",
+        "provider",
+        "masked_secret_key",
+        "enabled",
+        "last_webhook_received",
+        "updated_at",
+    )
     list_filter = ("provider", "enabled")
     list_select_related = ("organization",)
     search_fields = ("organization__key", "organization__name")
     raw_id_fields = ("organization",)
-    readonly_fields = ("masked_secret_key", "has_webhook_secret", "created_at", "updated_at")
+    readonly_fields = (
+        "masked_secret_key",
+        "has_webhook_secret",
+        "last_webhook_received",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(last_webhook=Max("organization__stripe_webhook_events__received_at"))
+        )
+
+    @admin.display(description="Last webhook received", ordering="last_webhook")
+    def last_webhook_received(self, obj: PaymentProviderConfig) -> Any:
+        return getattr(obj, "last_webhook", None) or "—"
 
     @admin.display(description="Secret key")
     def masked_secret_key(self, obj: PaymentProviderConfig) -> str:
@@ -130,3 +155,6 @@ class PaymentAdmin(AuditedAdminMixin, admin.ModelAdmin):
         """A recorded payment's amount and currency are what the provider charged."""
         fields = tuple(self.readonly_fields)
         return (*fields, "amount_minor", "currency") if obj else fields
+
+
+from payments import webhook_admin  # noqa: E402, F401 - registers the webhook events' admin

@@ -6,4 +6,5 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Lazy: apps.py is imported before the models; ready() runs once they are.
-        from payments import checks, jobs  # noqa: F401 - registers checks and jobs
+        # Registers checks, jobs and the webhook's OpenAPI path.
+        from payments import checks, jobs, webhook_jobs, webhook_openapi  # noqa: F401

@@ -150,3 +150,6 @@ class PaymentProviderConfig(models.Model):
         if not self.secret_key_encrypted:
             return ""
         return f"{self.secret_key_prefix}…{self.secret_key_last4}"
+
+
+from payments.webhook_models import StripeWebhookEvent, WebhookEventStatus  # noqa: E402, F401

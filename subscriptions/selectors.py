@@ -101,6 +101,16 @@ class LocalSubscription:
 
 RUNNING_VALUES = tuple(s.value for s in RUNNING_STATUSES)
 SYNCABLE_STATUSES = (*RUNNING_STATUSES, SubscriptionStatus.EXPIRED, SubscriptionStatus.CANCELED)
+_SYNC_FIELDS = (
+    "id",
+    "organization_id",
+    "stripe_subscription_id",
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "auto_renew",
+    "cancel_at_period_end",
+)
 
 
 def subscriptions_to_sync(
@@ -119,14 +129,21 @@ def subscriptions_to_sync(
         rows = rows.filter(organization_id=organization_id)
     return [
         LocalSubscription(*row)
-        for row in rows.order_by("current_period_end", "id").values_list(
-            "id",
-            "organization_id",
-            "stripe_subscription_id",
-            "status",
-            "current_period_start",
-            "current_period_end",
-            "auto_renew",
-            "cancel_at_period_end",
-        )[:limit]
+        for row in rows.order_by("current_period_end", "id").values_list(*_SYNC_FIELDS)[:limit]
     ]
+
+
+def subscription_to_sync(
+    *, organization_id: int, stripe_subscription_id: str
+) -> LocalSubscription | None:
+    """The one subscription a Stripe webhook names, if it is one the sync would read."""
+    row = (
+        Subscription.objects.filter(
+            organization_id=organization_id,
+            stripe_subscription_id=stripe_subscription_id,
+            status__in=SYNCABLE_STATUSES,
+        )
+        .values_list(*_SYNC_FIELDS)
+        .first()
+    )
+    return LocalSubscription(*row) if row else None

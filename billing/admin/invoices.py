@@ -175,8 +175,9 @@ class InvoiceAdmin(RunJobPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "due_on",
         "sent_at",
         "stripe_invoice_id",
+        "stripe_payment_status",
     ]
-    list_filter = ["status", PeriodFilter, "currency"]
+    list_filter = ["status", "stripe_payment_status", PeriodFilter, "currency"]
     list_select_related = ["organization"]
     search_fields = ["=number", "organization__key", "organization__name"]
     date_hierarchy = "period_start"
@@ -205,7 +206,15 @@ class InvoiceAdmin(RunJobPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         ("Dates", {"fields": ["issued_on", "due_on", "grace_until"]}),
         (
             "Delivery",
-            {"fields": ["stripe_invoice_id", "email_link", "sent_at"]},
+            {
+                "fields": [
+                    "stripe_invoice_id",
+                    "stripe_payment_status",
+                    "stripe_status_at",
+                    "email_link",
+                    "sent_at",
+                ]
+            },
         ),
         (
             "History",
@@ -227,6 +236,8 @@ class InvoiceAdmin(RunJobPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "due_on",
         "grace_until",
         "stripe_invoice_id",
+        "stripe_payment_status",
+        "stripe_status_at",
         "email_link",
         "sent_at",
         "created_at",

@@ -14,6 +14,7 @@ from billing.models.invoices import (
     InvoiceLineKind,
     InvoiceStatus,
     NumberSequence,
+    StripeInvoiceStatus,
 )
 from billing.models.usage import (
     AggregationType,
@@ -45,6 +46,7 @@ __all__ = [
     "NumberSequence",
     "PlanMetricPrice",
     "PriceTier",
+    "StripeInvoiceStatus",
     "UsageAggregate",
     "UsageEvent",
     "UsageHour",

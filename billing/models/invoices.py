@@ -22,6 +22,12 @@ class InvoiceStatus(models.TextChoices):
     VOID = "void", "Void"
 
 
+class StripeInvoiceStatus(models.TextChoices):
+    PAID = "paid", "Paid"
+    PAYMENT_FAILED = "payment_failed", "Payment failed"
+    VOIDED = "voided", "Voided in Stripe"
+
+
 class InvoiceLineKind(models.TextChoices):
     PLAN = "plan", "Plan fee"
     USAGE = "usage", "Usage"
@@ -88,6 +94,13 @@ class Invoice(models.Model):
     )
     pdf = models.FileField(upload_to="invoices/", storage=invoice_storage, blank=True, default="")
     stripe_invoice_id = models.CharField(max_length=255, blank=True, default="")
+    # What Stripe last said of this invoice (its webhooks: billing.webhooks).
+    stripe_payment_status = models.CharField(
+        max_length=20, choices=StripeInvoiceStatus.choices, blank=True, default="", db_default=""
+    )
+    stripe_status_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Stripe created the event that set it."
+    )
     email_id = models.BigIntegerField(
         null=True, blank=True, help_text="The OutboundEmail that carries this invoice."
     )

@@ -50,7 +50,11 @@ from billing.models import (
 from billing.selectors import metric_aggregations
 from subscriptions.models import Organization, OrganizationStatus
 
-INSERT_BATCH = 1_000  # events per INSERT statement (7 parameters each)
+INSERT_BATCH = 1_000  # events per INSERT statement
+ON_CONFLICT_RETURNING = (
+    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING "
+    "RETURNING organization_id, idempotency_key, occurred_at"
+)
 HOUR = timedelta(hours=1)
 
 
@@ -99,39 +103,70 @@ def record_usage_events(*, events: Iterable[UsageEventIn | Mapping[str, Any]]) -
             raise ValueError(
                 f"{e.metric} counts distinct values: event {e.idempotency_key!r} needs a value_key"
             )
+    return len(store_usage_events(events=batch))
+
+
+def store_usage_events(*, events: list[UsageEventIn]) -> set[tuple[int, str]]:
+    """Insert validated events (as `record_usage_events` checks them), serialized
+    against their hours' aggregation, marking already aggregated hours late;
+    returns the (organization id, idempotency key) of the events that were new.
+
+    The one writer of UsageEvent rows: the API's ingestion (billing.services.
+    usage_ingest) checks each event itself, so it can answer per event.
+    """
+    if not events:
+        return set()
     table = UsageEvent._meta.db_table
     columns = "organization_id, metric, quantity, value_key, occurred_at, idempotency_key, "
     columns += "received_at"
     ops = connection.ops
-    created = 0
+    stored: set[tuple[int, str]] = set()
     new_hours: set[datetime] = set()
     with transaction.atomic(), connection.cursor() as cursor:
-        _lock_hours(cursor, {floor_hour(e.occurred_at) for e in batch}, shared=True)
+        _lock_hours(cursor, {floor_hour(e.occurred_at) for e in events}, shared=True)
         now = ops.adapt_datetimefield_value(timezone.now())  # after the locks: see aggregate_hour
-        for i in range(0, len(batch), INSERT_BATCH):
-            chunk = batch[i : i + INSERT_BATCH]
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list[Any] = []
-            for e in chunk:
-                params += [
-                    e.organization_id,
-                    e.metric,
-                    e.quantity,
-                    e.value_key,
-                    ops.adapt_datetimefield_value(e.occurred_at),
-                    e.idempotency_key,
-                    now,
-                ]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values} "
-                "ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING occurred_at",
-                params,
-            )
-            inserted = cursor.fetchall()
-            created += len(inserted)
-            new_hours |= {floor_hour(_as_datetime(at)) for (at,) in inserted}
+        for i in range(0, len(events), INSERT_BATCH):
+            chunk = events[i : i + INSERT_BATCH]
+            if connection.vendor == "postgresql":
+                # One array per column: 7 parameters whatever the batch size,
+                # half the cost of a VALUES list of 7,000 (bench ingest_usage).
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT o, m, q, v, a, k, %s "
+                    "FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], "
+                    "%s::timestamptz[], %s::text[]) AS u(o, m, q, v, a, k) "
+                    f"{ON_CONFLICT_RETURNING}",
+                    [
+                        now,
+                        [e.organization_id for e in chunk],
+                        [e.metric for e in chunk],
+                        [e.quantity for e in chunk],
+                        [e.value_key for e in chunk],
+                        [e.occurred_at for e in chunk],
+                        [e.idempotency_key for e in chunk],
+                    ],
+                )
+            else:
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for e in chunk:
+                    params += [
+                        e.organization_id,
+                        e.metric,
+                        e.quantity,
+                        e.value_key,
+                        ops.adapt_datetimefield_value(e.occurred_at),
+                        e.idempotency_key,
+                        now,
+                    ]
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {values} {ON_CONFLICT_RETURNING}",
+                    params,
+                )
+            for org_id, key, at in cursor.fetchall():
+                stored.add((org_id, key))
+                new_hours.add(floor_hour(_as_datetime(at)))
         _mark_late_hours(cursor, new_hours)
-    return created
+    return stored
 
 
 def _as_datetime(value: Any) -> datetime:

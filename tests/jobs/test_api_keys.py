@@ -254,15 +254,16 @@ def test_run_implies_read_and_star_is_everything():
 
 
 def test_a_new_resource_adds_scopes_without_a_schema_change():
-    with pytest.raises(ValueError, match="unknown resource 'usage'"):
-        parse_scope("usage:write")
-    register_scope_resource("usage", actions={"write": (), "read": ()})
+    # ("usage" is taken: billing registers it for the usage API.)
+    with pytest.raises(ValueError, match="unknown resource 'reports'"):
+        parse_scope("reports:write")
+    register_scope_resource("reports", actions={"write": (), "read": ()})
     try:
-        key = ApiKeyFactory(scopes=["usage:write"])
-        assert grants(key.scopes, "usage:write")
-        assert not grants(key.scopes, "usage:read")
+        key = ApiKeyFactory(scopes=["reports:write"])
+        assert grants(key.scopes, "reports:write")
+        assert not grants(key.scopes, "reports:read")
     finally:
-        api_keys._RESOURCES.pop("usage")
+        api_keys._RESOURCES.pop("reports")
 
 
 @pytest.mark.parametrize(
