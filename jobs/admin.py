@@ -25,6 +25,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
 from jobs import admin_views
 from jobs.admin_readonly import ReadOnlyAdminMixin
+from jobs.admin_selfcare import RunAttemptFieldsMixin
 from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
 from jobs.forms import ApiKeyForm, PauseForm, ScheduleStateForm
 from jobs.models import (
@@ -376,7 +377,7 @@ class JobChunkInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """History: rerun instead of editing; retention is a maintenance job, not a click."""
 
     change_form_template = "admin/jobs/jobrun/change_form.html"
@@ -435,6 +436,8 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "duration_display",
                     "heartbeat_at",
                     "attempts",
+                    "attempt_display",
+                    "next_attempt_display",
                 ]
             },
         ),

@@ -206,6 +206,8 @@ def requeue_lost_runs(*, limit: int = 100) -> list[int]:
     cutoff = now - timedelta(seconds=lost_after)
     waiting = (
         JobRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.INTERRUPTED])
+        # A retry attempt before its time is not lost (jobs.retry sends it).
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .annotate(sent_at=Coalesce("enqueued_at", "created_at"))
         .filter(sent_at__lt=cutoff)
         .order_by("sent_at")[:limit]

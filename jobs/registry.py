@@ -14,6 +14,7 @@ from typing import Any
 
 from jobs.cron import normalize_cron
 from jobs.params import Param, params_from_signature
+from jobs.retry_policy import NO_RETRY, RetryPolicy
 
 QUEUES = ("critical", "normal", "low", "default")
 
@@ -32,6 +33,7 @@ class JobSpec:
     description: str
     params: tuple[Param, ...] = field(default=())
     supports_item_rerun: bool = False
+    retry: RetryPolicy = NO_RETRY
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class JobSpec:
             "timeout": self.timeout,
             "params": [p.describe() for p in self.params],
             "supports_item_rerun": self.supports_item_rerun,
+            "retry": self.retry.describe(),
         }
 
 
@@ -55,8 +58,10 @@ def job(
     queue: str = "default",
     timeout: int = 600,
     supports_item_rerun: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first."""
+    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first;
+    `retry` how a transient failure is retried (jobs.retry)."""
     if queue not in QUEUES:
         raise ValueError(f"job {name}: queue must be one of {QUEUES}, not {queue!r}")
     if "." not in name:
@@ -77,6 +82,7 @@ def job(
             description=doc[0] if doc else "",
             params=params_from_signature(func),
             supports_item_rerun=supports_item_rerun,
+            retry=retry or NO_RETRY,
         )
         return func
 

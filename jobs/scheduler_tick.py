@@ -5,6 +5,8 @@
   loop): a minute slot would start ~19 s late on average and a schedule finer
   than 30 s (6-field cron such as `*/5 * * * * *`) would skip slots. When
   nothing is due, a tick is one `SELECT ... FOR UPDATE` of due Schedule rows.
+* Every tick it also hands retry attempts whose time has come to the broker
+  (`jobs.retry.send_due_retries`, one indexed SELECT when none is due).
 * Every SWEEP_SECONDS it sends again the tasks of queued and interrupted runs
   that no cluster took within JOBS_QUEUED_LOST_AFTER_SECONDS
   (`jobs.enqueue.requeue_lost_runs`): a broker restarted without persistence
@@ -59,6 +61,7 @@ class SchedulerTicker(threading.Thread):
         from django_q.scheduler import scheduler
 
         from jobs.enqueue import requeue_lost_runs
+        from jobs.retry import send_due_retries
 
         wait = min((x for x in (self.interval, self.sweep_interval) if x > 0), default=0)
         if wait <= 0:
@@ -72,6 +75,10 @@ class SchedulerTicker(threading.Thread):
                     except Exception:  # django-q2 logs its own; a tick must not end the thread
                         logger.exception("scheduler tick failed")
                     self.ticks += 1
+                try:
+                    send_due_retries()
+                except Exception:  # the database may be restarting; next tick
+                    logger.exception("sending due retries failed")
                 if self.sweep_interval > 0 and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_interval
                     try:
