@@ -386,3 +386,7 @@ class MetricsWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"folded until {self.folded_until:%Y-%m-%d %H:%M}"
+
+
+# Alert rules, incidents and deliveries live in their own module (jobs.alerts).
+from jobs.alert_models import AlertDelivery, AlertIncident, AlertRule  # noqa: E402, F401

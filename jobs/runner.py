@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs import shutdown
+from jobs.alerts import evaluate_run
 from jobs.context import JobAborted, JobContext
 from jobs.enqueue import send_run
 from jobs.logging import job_log_context
@@ -372,6 +373,7 @@ def _execute(
             run.skipped,
         )
         _retry_if_due(spec, run, transient=transient)
+        _evaluate_alerts(run)
         return run
 
 
@@ -389,6 +391,14 @@ def _retry_if_due(spec: JobSpec, run: JobRun, *, transient: bool) -> None:
                     schedule_retry(policy, run, failed_items=keys)
     except Exception:  # the run is recorded; a retry that could not be made is logged
         logger.exception("could not schedule the next attempt of run #%s", run.pk)
+
+
+def _evaluate_alerts(run: JobRun) -> None:
+    """The run's alert rules (jobs.alerts), at its end; never fails the run."""
+    try:
+        evaluate_run(run)
+    except Exception:
+        logger.exception("alert rules could not be evaluated for run #%s", run.pk)
 
 
 def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:

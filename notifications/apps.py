@@ -5,9 +5,11 @@ class NotificationsConfig(AppConfig):
     name = "notifications"
 
     def ready(self) -> None:
+        from jobs.alert_channels import register_channel
         from jobs.metrics import register_metric_source
         from jobs.panels import register_panel
         from notifications import jobs  # noqa: F401 - registers this app's jobs
+        from notifications.alert_channel import EmailChannel
         from notifications.metrics import outbox_metrics
         from notifications.selectors import status_counts
 
@@ -17,3 +19,4 @@ class NotificationsConfig(AppConfig):
             url_name="admin:notifications_outboundemail_changelist",
         )
         register_metric_source(outbox_metrics)
+        register_channel(EmailChannel())
