@@ -206,6 +206,8 @@ JOBS_ALERT_DELIVERY_MAX_ATTEMPTS = env.int("JOBS_ALERT_DELIVERY_MAX_ATTEMPTS", d
 JOBS_ALERT_RETRY_BASE_SECONDS = env.float("JOBS_ALERT_RETRY_BASE_SECONDS", default=30)
 JOBS_ALERT_RETRY_MAX_SECONDS = env.float("JOBS_ALERT_RETRY_MAX_SECONDS", default=1800)
 JOBS_ALERT_LOOKBACK_MINUTES = env.int("JOBS_ALERT_LOOKBACK_MINUTES", default=10)
+# Signs completion-notice webhooks that have no secret of their own (the API's `notify`).
+JOBS_NOTICE_WEBHOOK_SECRET = env("JOBS_NOTICE_WEBHOOK_SECRET", default="")
 # A fanned-out chunk whose worker died is claimed again after this (renewed
 # while its worker lives), so it bounds how long a crash delays the run.
 JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)

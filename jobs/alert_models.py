@@ -154,3 +154,96 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.channel} ({self.status})"
+
+
+class NoticeWhen(models.TextChoices):
+    ALWAYS = "always", "Every completion"
+    PROBLEMS = "problems", "Only when failed or partial"
+
+
+class CompletionNotice(models.Model):
+    """Tell someone a run finished (jobs.notices): for every run of a schedule,
+    or for one run (set by the API's `notify`, or by staff for a run they
+    started). Email recipients and/or a webhook."""
+
+    schedule = models.ForeignKey(
+        "jobs.ScheduleState",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notices",
+        help_text="Every run of this schedule (leave empty for a single run).",
+    )
+    run = models.ForeignKey(
+        "jobs.JobRun",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="notices",
+        help_text="Just this run (and its retry attempts).",
+    )
+    when = models.CharField(max_length=10, choices=NoticeWhen.choices, default=NoticeWhen.ALWAYS)
+    emails = models.TextField(blank=True, default="", help_text="Comma-separated addresses.")
+    webhook_url = models.CharField(max_length=500, blank=True, default="", help_text="http(s) URL.")
+    secret = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Signs the webhook (HMAC-SHA256); never shown again.",
+    )
+    created_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(schedule__isnull=False, run__isnull=True)
+                | Q(schedule__isnull=True, run__isnull=False),
+                name="completionnotice_schedule_xor_run",
+            ),
+            models.CheckConstraint(
+                condition=~Q(emails="") | ~Q(webhook_url=""),
+                name="completionnotice_has_recipient",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = f"schedule {self.schedule.job}" if self.schedule_id else f"run #{self.run_id}"
+        return f"completion notice for {what}"
+
+
+class NoticeDelivery(models.Model):
+    """The completion notices' delivery log: one per notice, run and channel."""
+
+    notice = models.ForeignKey(
+        CompletionNotice, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    run = models.ForeignKey("jobs.JobRun", on_delete=models.CASCADE, related_name="+")
+    channel = models.CharField(max_length=30)
+    target = models.TextField()
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "notice deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notice", "run", "channel"], name="noticedelivery_one_per_channel"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="noticedelivery_due_idx")
+        ]
+
+    def __str__(self) -> str:
+        return f"notice of run #{self.run_id} to {self.channel} ({self.status})"

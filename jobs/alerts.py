@@ -31,7 +31,6 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.alert_channels import DeliveryError, get_channel
 from jobs.alert_models import (
     RUN_CONDITIONS,
     AlertCondition,
@@ -40,8 +39,10 @@ from jobs.alert_models import (
     AlertRule,
     DeliveryStatus,
     IncidentState,
+    NoticeDelivery,
 )
 from jobs.context import JobContext
+from jobs.deliveries import attempt_delivery, notice_secret
 from jobs.models import JobRun, RunStatus, ScheduleState
 from jobs.registry import UnknownJob, all_jobs, get_job, job
 from jobs.retry import policy_for, retries_spent
@@ -276,70 +277,22 @@ def _notify(incident: AlertIncident, kind: str) -> None:
     deliver(delivery)
 
 
-def _retry_delay(attempts: int) -> float:
-    return min(
-        settings.JOBS_ALERT_RETRY_BASE_SECONDS * 2 ** (attempts - 1),
-        settings.JOBS_ALERT_RETRY_MAX_SECONDS,
-    )
-
-
 def deliver(delivery: AlertDelivery) -> bool:
-    """One attempt at a pending delivery, claimed first (so two evaluators do
-    not send it twice at once); a failure is retried with backoff until
-    JOBS_ALERT_DELIVERY_MAX_ATTEMPTS. Every attempt is on the delivery's row."""
-    now = timezone.now()
-    lease = now + timedelta(seconds=settings.JOBS_WEBHOOK_TIMEOUT_SECONDS * 3 + 30)
-    claimed = AlertDelivery.objects.filter(
-        pk=delivery.pk,
-        status=DeliveryStatus.PENDING,
-        attempts=delivery.attempts,
-        next_attempt_at__lte=now,
-    ).update(attempts=delivery.attempts + 1, next_attempt_at=lease)
-    if not claimed:
-        return False
-    delivery.attempts += 1
-    rule = delivery.incident.rule
-    try:
-        channel = get_channel(delivery.channel)
-        code = channel.send(
-            delivery.target, rule.secret, {**delivery.payload, "delivery": delivery.pk}
-        )
-    except (DeliveryError, LookupError, ValueError) as exc:
-        code = getattr(exc, "status_code", None)
-        spent = delivery.attempts >= settings.JOBS_ALERT_DELIVERY_MAX_ATTEMPTS
-        AlertDelivery.objects.filter(pk=delivery.pk).update(
-            status=DeliveryStatus.FAILED if spent else DeliveryStatus.PENDING,
-            next_attempt_at=None
-            if spent
-            else timezone.now() + timedelta(seconds=_retry_delay(delivery.attempts)),
-            error=str(exc)[:500],
-            response_code=code,
-        )
-        logger.warning(
-            "%s delivery #%s of alert %r failed (attempt %s): %s",
-            delivery.channel,
-            delivery.pk,
-            rule.name,
-            delivery.attempts,
-            exc,
-        )
-        return False
-    AlertDelivery.objects.filter(pk=delivery.pk).update(
-        status=DeliveryStatus.SENT,
-        sent_at=timezone.now(),
-        next_attempt_at=None,
-        response_code=code,
-        error="",
-    )
-    return True
+    """One attempt at an alert delivery (jobs.deliveries), signed with its rule's secret."""
+    return attempt_delivery(delivery, secret=delivery.incident.rule.secret)
 
 
 def deliver_pending(*, limit: int = 100) -> int:
-    """Deliveries whose retry time has come; returns how many went out."""
+    """Alert and notice deliveries whose retry time has come; how many went out."""
+    now = timezone.now()
     due = AlertDelivery.objects.filter(
-        status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now()
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=now
     ).select_related("incident__rule")[:limit]
-    return sum(deliver(d) for d in due)
+    sent = sum(deliver(d) for d in due)
+    notices = NoticeDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=now
+    ).select_related("notice")[:limit]
+    return sent + sum(attempt_delivery(d, secret=notice_secret(d.notice)) for d in notices)
 
 
 def _scheduled_jobs(rule: AlertRule) -> list[str]:

@@ -389,4 +389,10 @@ class MetricsWatermark(models.Model):
 
 
 # Alert rules, incidents and deliveries live in their own module (jobs.alerts).
-from jobs.alert_models import AlertDelivery, AlertIncident, AlertRule  # noqa: E402, F401
+from jobs.alert_models import (  # noqa: E402, F401
+    AlertDelivery,
+    AlertIncident,
+    AlertRule,
+    CompletionNotice,
+    NoticeDelivery,
+)

@@ -27,6 +27,7 @@ from jobs.context import JobAborted, JobContext
 from jobs.enqueue import send_run
 from jobs.logging import job_log_context
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleState, Trigger
+from jobs.notices import notify_completion
 from jobs.params import ParamError, coerce_params, params_to_json
 from jobs.registry import JobSpec, get_job
 from jobs.retry import policy_for, schedule_retry
@@ -394,11 +395,16 @@ def _retry_if_due(spec: JobSpec, run: JobRun, *, transient: bool) -> None:
 
 
 def _evaluate_alerts(run: JobRun) -> None:
-    """The run's alert rules (jobs.alerts), at its end; never fails the run."""
+    """The run's alert rules (jobs.alerts) and completion notices (jobs.notices),
+    at its end; neither ever fails the run."""
     try:
         evaluate_run(run)
     except Exception:
         logger.exception("alert rules could not be evaluated for run #%s", run.pk)
+    try:
+        notify_completion(run)
+    except Exception:
+        logger.exception("completion notices could not be sent for run #%s", run.pk)
 
 
 def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:
