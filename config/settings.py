@@ -206,6 +206,11 @@ JOBS_ALERT_DELIVERY_MAX_ATTEMPTS = env.int("JOBS_ALERT_DELIVERY_MAX_ATTEMPTS", d
 JOBS_ALERT_RETRY_BASE_SECONDS = env.float("JOBS_ALERT_RETRY_BASE_SECONDS", default=30)
 JOBS_ALERT_RETRY_MAX_SECONDS = env.float("JOBS_ALERT_RETRY_MAX_SECONDS", default=1800)
 JOBS_ALERT_LOOKBACK_MINUTES = env.int("JOBS_ALERT_LOOKBACK_MINUTES", default=10)
+# A slot waiting for a dependency looks again after max(base, time waited), at most max.
+JOBS_DEPENDENCY_POLL_BASE_SECONDS = env.float("JOBS_DEPENDENCY_POLL_BASE_SECONDS", default=30)
+JOBS_DEPENDENCY_POLL_MAX_SECONDS = env.float("JOBS_DEPENDENCY_POLL_MAX_SECONDS", default=600)
+# A staff's own schedule's slot later than this is missed (its misfire policy decides).
+JOBS_MISFIRE_GRACE_SECONDS = env.int("JOBS_MISFIRE_GRACE_SECONDS", default=60)
 # Signs completion-notice webhooks that have no secret of their own (the API's `notify`).
 JOBS_NOTICE_WEBHOOK_SECRET = env("JOBS_NOTICE_WEBHOOK_SECRET", default="")
 # A fanned-out chunk whose worker died is claimed again after this (renewed

@@ -23,7 +23,8 @@ from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
-from jobs import admin_alerts, admin_notices, admin_views  # noqa: F401 - they register pages
+# admin_alerts, admin_notices and admin_schedules register their pages when imported.
+from jobs import admin_alerts, admin_notices, admin_schedules, admin_views  # noqa: F401
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.admin_selfcare import RunAttemptFieldsMixin
 from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
@@ -438,6 +439,7 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                     "attempts",
                     "attempt_display",
                     "next_attempt_display",
+                    "waiting_for",
                 ]
             },
         ),

@@ -86,14 +86,19 @@ class JobRun(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retry"
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A scheduled slot waiting for another job's run (jobs.dependencies).
+    waiting_for = models.CharField(max_length=300, blank=True, default="")
+    # Which schedule made the slot: "" the job's default one, "custom:<id>" a
+    # staff's own (jobs.custom_schedules); part of the slot's identity.
+    schedule_key = models.CharField(max_length=40, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["job", "tenant", "slot", "attempt"],
+                fields=["job", "tenant", "schedule_key", "slot", "attempt"],
                 condition=Q(slot__isnull=False),
-                name="jobrun_one_per_slot_attempt",
+                name="jobrun_one_per_schedule_slot_attempt",
             ),
             models.UniqueConstraint(
                 fields=["job", "tenant"],
@@ -396,3 +401,4 @@ from jobs.alert_models import (  # noqa: E402, F401
     CompletionNotice,
     NoticeDelivery,
 )
+from jobs.schedule_models import CustomSchedule  # noqa: E402, F401

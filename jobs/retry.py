@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 def policy_for(declared: RetryPolicy, run: JobRun) -> RetryPolicy:
     """The job's policy, with its schedule's staff override for scheduled runs."""
-    if run.trigger != Trigger.SCHEDULE:
-        return declared
+    if run.trigger != Trigger.SCHEDULE or run.schedule_key:
+        return declared  # a staff's own schedule follows the declared policy
     override = ScheduleRetryPolicy.objects.filter(schedule__job=run.job).first()
     if override is None:
         return declared
@@ -74,6 +74,7 @@ def schedule_retry(
                 trigger=run.trigger,
                 triggered_by=run.triggered_by,
                 slot=run.slot,
+                schedule_key=run.schedule_key,
                 queue=run.queue,
                 attempt=run.attempt + 1,
                 retry_of=run,

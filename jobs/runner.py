@@ -24,6 +24,8 @@ from django.utils import timezone
 from jobs import shutdown
 from jobs.alerts import evaluate_run
 from jobs.context import JobAborted, JobContext
+from jobs.custom_schedules import default_schedule_excludes
+from jobs.dependencies import unmet, wait_or_fail
 from jobs.enqueue import send_run
 from jobs.logging import job_log_context
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleState, Trigger
@@ -172,6 +174,8 @@ def _claim_and_execute(
                     raise SlotTaken(existing) from None
                 return existing
             run = taken_over
+    if _waits_for_dependency(spec, run):
+        return run
     if run.status != RunStatus.RUNNING and not _mark_running(run):
         return run
     return _execute(spec, run, on_progress=on_progress)
@@ -180,10 +184,29 @@ def _claim_and_execute(
 def _latest_attempt(run: JobRun) -> JobRun:
     """The slot's run: its latest attempt (jobs.retry)."""
     return (
-        JobRun.objects.filter(job=run.job, tenant=run.tenant, slot=run.slot)
+        JobRun.objects.filter(
+            job=run.job, tenant=run.tenant, schedule_key=run.schedule_key, slot=run.slot
+        )
         .order_by("-attempt")
         .first()
     )
+
+
+def _waits_for_dependency(spec: JobSpec, run: JobRun) -> bool:
+    """A queued scheduled slot whose dependencies have not succeeded waits
+    (True), or, past the job's `after_timeout`, fails saying why (True too:
+    nothing runs). Other runs and met dependencies: False."""
+    if not spec.after or run.trigger != Trigger.SCHEDULE or run.status != RunStatus.QUEUED:
+        return False
+    missing = unmet(spec.after, run)
+    if not missing:
+        if run.waiting_for:
+            JobRun.objects.filter(pk=run.pk).update(waiting_for="")
+            run.waiting_for = ""
+        return False
+    if not wait_or_fail(run, missing, timeout=spec.after_timeout):
+        _evaluate_alerts(run)
+    return True
 
 
 def _take_over_abandoned_slot(run: JobRun) -> JobRun | None:
@@ -333,6 +356,8 @@ def _execute(
                 resume_state=_resume_state(run),
                 on_progress=on_progress,
             )
+            if run.trigger == Trigger.SCHEDULE and not run.schedule_key and not run.tenant:
+                ctx.excluded_tenants = default_schedule_excludes(spec)
             logger.info("started (%s by %s)", run.trigger, run.triggered_by or "-")
             heartbeat.start()
             transient = True

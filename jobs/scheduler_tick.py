@@ -6,7 +6,8 @@
   than 30 s (6-field cron such as `*/5 * * * * *`) would skip slots. When
   nothing is due, a tick is one `SELECT ... FOR UPDATE` of due Schedule rows.
 * Every tick it also hands retry attempts whose time has come to the broker
-  (`jobs.retry.send_due_retries`, one indexed SELECT when none is due).
+  (`jobs.retry.send_due_retries`) and fires staff's own schedules
+  (`jobs.custom_schedules.fire_due`): one indexed SELECT each when none is due.
 * Every SWEEP_SECONDS it sends again the tasks of queued and interrupted runs
   that no cluster took within JOBS_QUEUED_LOST_AFTER_SECONDS
   (`jobs.enqueue.requeue_lost_runs`): a broker restarted without persistence
@@ -60,6 +61,7 @@ class SchedulerTicker(threading.Thread):
     def run(self) -> None:
         from django_q.scheduler import scheduler
 
+        from jobs.custom_schedules import fire_due
         from jobs.enqueue import requeue_lost_runs
         from jobs.retry import send_due_retries
 
@@ -77,8 +79,9 @@ class SchedulerTicker(threading.Thread):
                     self.ticks += 1
                 try:
                     send_due_retries()
+                    fire_due()
                 except Exception:  # the database may be restarting; next tick
-                    logger.exception("sending due retries failed")
+                    logger.exception("sending due retries or custom schedules failed")
                 if self.sweep_interval > 0 and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_interval
                     try:
