@@ -31,6 +31,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 SIGNATURE_HEADER = "X-Backoffice-Signature"
 TIMESTAMP_HEADER = "X-Backoffice-Timestamp"
+MAX_URL = 500
 
 
 class DeliveryError(Exception):
@@ -87,7 +88,13 @@ class WebhookChannel:
 
     def validate_target(self, target: str) -> str:
         target = target.strip()
-        parts = urlsplit(target)
+        if len(target) > MAX_URL:
+            raise ValueError(f"the webhook URL is longer than {MAX_URL} characters")
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ValueError("the webhook target must be an http(s) URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the webhook target must be an http(s) URL")
         if parts.username or parts.password:

@@ -87,6 +87,8 @@ def test_an_api_start_with_notify_gets_its_notice(register_job, webhook_receiver
     [
         ("yes", "notify must be an object"),
         ({"webhook": "ftp://x"}, "http(s) URL"),
+        ({"webhook": "http://x:99999/"}, "http(s) URL"),
+        ({"webhook": "https://x.example/" + "a" * 600}, "longer than 500"),
         ({"emails": ["not-an-address"]}, "is not an email address"),
         ({"when": "sometimes", "emails": ["a@example.com"]}, "notify.when must be one of"),
         ({}, "notify needs emails or a webhook"),
