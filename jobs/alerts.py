@@ -46,6 +46,7 @@ from jobs.deliveries import attempt_delivery, notice_secret
 from jobs.models import JobRun, RunStatus, ScheduleState
 from jobs.registry import UnknownJob, all_jobs, get_job, job
 from jobs.retry import policy_for, retries_spent
+from jobs.schedule_models import CustomSchedule
 from jobs.schedules import is_overdue
 
 logger = logging.getLogger(__name__)
@@ -350,6 +351,23 @@ def _evaluate_overdue(rule: AlertRule, now: datetime) -> None:
                     f"schedule {state.job} is overdue: its slot "
                     f"{state.schedule.next_run:%Y-%m-%d %H:%M} UTC was not scheduled "
                     "(is a cluster running?)"
+                ),
+            )
+        else:
+            resolve_incident(rule, key=key)
+    grace = timedelta(seconds=settings.JOBS_OVERDUE_GRACE_SECONDS)
+    own = CustomSchedule.objects.all()
+    if rule.job:
+        own = own.filter(job=rule.job)
+    for schedule in own.only("pk", "name", "job", "paused", "next_run"):
+        key = f"schedule:{schedule.job}|{schedule.key}"
+        if not schedule.paused and schedule.next_run and schedule.next_run < now - grace:
+            open_incident(
+                rule,
+                key=key,
+                message=(
+                    f"schedule {schedule.name!r} of {schedule.job} is overdue: its slot "
+                    f"{schedule.next_run:%Y-%m-%d %H:%M} UTC was not fired (is a cluster running?)"
                 ),
             )
         else:

@@ -15,6 +15,7 @@ from jobs.models import JobRun, RunStatus, ScheduleState, Trigger
 from jobs.retry import send_due_retries
 from jobs.retry_policy import RetryPolicy
 from jobs.runner import execute_queued, run_job
+from jobs.schedule_models import CustomSchedule
 from jobs.schedules import sync_schedules
 from tests.factories import JobRunFactory, UserFactory
 
@@ -250,6 +251,26 @@ def test_an_overdue_schedule_alerts(register_job, webhook_receiver, clock):
     evaluate_alerts()
     assert len(webhook_receiver.requests) == 1
     assert "schedule tests.nightly is overdue" in webhook_receiver.requests[0].json["text"]
+
+
+def test_an_overdue_staff_schedule_alerts_too(register_job, webhook_receiver, clock):
+    @register_job("tests.own_overdue")
+    def own_overdue(ctx):
+        pass
+
+    CustomSchedule.objects.create(
+        name="acme", job="tests.own_overdue", cron="0 * * * *", next_run=NOW - timedelta(hours=2)
+    )
+    webhook_rule(webhook_receiver, condition="overdue")
+    evaluate_alerts()
+    assert len(webhook_receiver.requests) == 1
+    assert (
+        "schedule 'acme' of tests.own_overdue is overdue"
+        in webhook_receiver.requests[0].json["text"]
+    )
+    CustomSchedule.objects.update(next_run=NOW + timedelta(minutes=30))
+    evaluate_alerts()
+    assert [r.json["kind"] for r in webhook_receiver.requests] == ["alert", "resolved"]
 
 
 def test_a_failed_delivery_is_retried_with_backoff(register_job, webhook_receiver, clock, settings):
