@@ -199,6 +199,21 @@ JOBS_CLUSTER_HEARTBEAT_MAX_AGE_SECONDS = env.int(
 # (one SELECT of due schedules), so slots start within ~1 s and schedules
 # finer than 30 s (6-field cron with seconds) fire at every slot. 0: off.
 JOBS_SCHEDULER_POLL_SECONDS = env.float("JOBS_SCHEDULER_POLL_SECONDS", default=1)
+# Self-care (jobs.alerts, jobs.alert_channels, jobs.notices): links in alerts
+# and notices point here; webhook timeouts and delivery retries.
+JOBS_ADMIN_BASE_URL = env("JOBS_ADMIN_BASE_URL", default="http://127.0.0.1:8000")
+JOBS_WEBHOOK_TIMEOUT_SECONDS = env.float("JOBS_WEBHOOK_TIMEOUT_SECONDS", default=5)
+JOBS_ALERT_DELIVERY_MAX_ATTEMPTS = env.int("JOBS_ALERT_DELIVERY_MAX_ATTEMPTS", default=5)
+JOBS_ALERT_RETRY_BASE_SECONDS = env.float("JOBS_ALERT_RETRY_BASE_SECONDS", default=30)
+JOBS_ALERT_RETRY_MAX_SECONDS = env.float("JOBS_ALERT_RETRY_MAX_SECONDS", default=1800)
+JOBS_ALERT_LOOKBACK_MINUTES = env.int("JOBS_ALERT_LOOKBACK_MINUTES", default=10)
+# A slot waiting for a dependency looks again after max(base, time waited), at most max.
+JOBS_DEPENDENCY_POLL_BASE_SECONDS = env.float("JOBS_DEPENDENCY_POLL_BASE_SECONDS", default=30)
+JOBS_DEPENDENCY_POLL_MAX_SECONDS = env.float("JOBS_DEPENDENCY_POLL_MAX_SECONDS", default=600)
+# A staff's own schedule's slot later than this is missed (its misfire policy decides).
+JOBS_MISFIRE_GRACE_SECONDS = env.int("JOBS_MISFIRE_GRACE_SECONDS", default=60)
+# Signs completion-notice webhooks that have no secret of their own (the API's `notify`).
+JOBS_NOTICE_WEBHOOK_SECRET = env("JOBS_NOTICE_WEBHOOK_SECRET", default="")
 # A fanned-out chunk whose worker died is claimed again after this (renewed
 # while its worker lives), so it bounds how long a crash delays the run.
 JOBS_CHUNK_LEASE_SECONDS = env.int("JOBS_CHUNK_LEASE_SECONDS", default=300)

@@ -23,8 +23,10 @@ from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
-from jobs import admin_views
+# admin_alerts, admin_notices and admin_schedules register their pages when imported.
+from jobs import admin_alerts, admin_notices, admin_schedules, admin_views  # noqa: F401
 from jobs.admin_readonly import ReadOnlyAdminMixin
+from jobs.admin_selfcare import RunAttemptFieldsMixin
 from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
 from jobs.forms import ApiKeyForm, PauseForm, ScheduleStateForm
 from jobs.models import (
@@ -376,7 +378,7 @@ class JobChunkInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """History: rerun instead of editing; retention is a maintenance job, not a click."""
 
     change_form_template = "admin/jobs/jobrun/change_form.html"
@@ -435,6 +437,9 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "duration_display",
                     "heartbeat_at",
                     "attempts",
+                    "attempt_display",
+                    "next_attempt_display",
+                    "waiting_for",
                 ]
             },
         ),

@@ -24,6 +24,7 @@ from django.views.decorators.csrf import csrf_exempt
 from jobs.api_auth import ApiAuthError, ApiClient, authenticate, require_scope
 from jobs.enqueue import IdempotencyConflict, enqueue_run
 from jobs.models import JobItemFailure, JobRun, Trigger
+from jobs.notices import clean_notify
 from jobs.params import ParamError
 from jobs.registry import UnknownJob, all_jobs, get_job
 from jobs.tenants import UnknownTenant
@@ -34,7 +35,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 200  # JobRun.idempotency_key's max_length
 MAX_TENANT = 100  # JobRun.tenant's max_length
 MAX_RUN_ID = 2**63 - 1  # BigAutoField
-BODY_FIELDS = ("tenant", "params", "dry_run", "idempotency_key")
+BODY_FIELDS = ("tenant", "params", "dry_run", "idempotency_key", "notify")
 
 View = Callable[..., JsonResponse]
 
@@ -121,6 +122,7 @@ def start_run(request: HttpRequest, name: str) -> JsonResponse:
             trigger=Trigger.API,
             triggered_by=client.name,
             idempotency_key=fields["idempotency_key"],
+            notify=fields["notify"],
         )
     except IdempotencyConflict as exc:
         raise BadRequest(str(exc), status=409, field="idempotency_key", run_id=exc.run.pk) from None
@@ -283,11 +285,18 @@ def validate_body(body: Any) -> dict[str, Any]:
             f"idempotency_key is longer than {MAX_IDEMPOTENCY_KEY} characters",
             field="idempotency_key",
         )
+    notify = None
+    if body.get("notify") is not None:
+        try:
+            notify = clean_notify(body["notify"])
+        except ValueError as exc:
+            raise BadRequest(str(exc), field="notify") from None
     return {
         "tenant": tenant,
         "params": params,
         "dry_run": dry_run,
         "idempotency_key": key or None,
+        "notify": notify,
     }
 
 

@@ -55,6 +55,8 @@ class JobContext:
             set(run.only_items) if run.only_items is not None else None
         )
         self.counts = dict.fromkeys(COUNT_FIELDS, 0)
+        # Tenants a default-schedule run leaves to their own schedules (jobs.custom_schedules).
+        self.excluded_tenants: frozenset[str] = frozenset()
         self.log = logging.getLogger(f"jobs.run.{run.job}")
         self._on_progress = on_progress
         self._last_progress_write = 0.0

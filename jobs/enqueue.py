@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from jobs.models import JobAction, JobRun, RunStatus, Trigger
+from jobs.models import CompletionNotice, JobAction, JobRun, RunStatus, Trigger
 from jobs.params import coerce_params, params_to_json
 from jobs.registry import JobSpec, get_job
 from jobs.tenants import resolve
@@ -57,11 +57,13 @@ def enqueue_run(
     idempotency_key: str | None = None,
     rerun_of: JobRun | None = None,
     only_items: list[str] | None = None,
+    notify: dict[str, Any] | None = None,
 ) -> tuple[JobRun, bool]:
     """Validate and enqueue. Returns (run, created); a repeated idempotency key
     returns the first run with created=False, and raises IdempotencyConflict
     when that run was for other input. Raises ValueError/LookupError
-    subclasses for bad input, before anything is written."""
+    subclasses for bad input, before anything is written. `notify` (as
+    jobs.notices.clean_notify returns it) adds a completion notice for the run."""
     spec = get_job(name)
     stored_params = params_to_json(coerce_params(spec.params, params or {}))
     resolve(tenant)
@@ -96,6 +98,8 @@ def enqueue_run(
                 run=run,
                 detail=detail,
             )
+            if notify:
+                CompletionNotice.objects.create(run=run, created_by=triggered_by, **notify)
             transaction.on_commit(lambda: send_run(spec, run))
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won
@@ -206,6 +210,8 @@ def requeue_lost_runs(*, limit: int = 100) -> list[int]:
     cutoff = now - timedelta(seconds=lost_after)
     waiting = (
         JobRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.INTERRUPTED])
+        # A retry attempt before its time is not lost (jobs.retry sends it).
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .annotate(sent_at=Coalesce("enqueued_at", "created_at"))
         .filter(sent_at__lt=cutoff)
         .order_by("sent_at")[:limit]

@@ -79,14 +79,26 @@ class JobRun(models.Model):
     )
     # Set by "rerun failed items": the job only touches these item keys.
     only_items = models.JSONField(null=True, blank=True)
+    # Retry policy (jobs.retry): the attempt of its slot this row is (1, 2, ...),
+    # the failed attempt it retries, and when a queued attempt may start.
+    attempt = models.PositiveIntegerField(default=1)
+    retry_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retry"
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A scheduled slot waiting for another job's run (jobs.dependencies).
+    waiting_for = models.CharField(max_length=300, blank=True, default="")
+    # Which schedule made the slot: "" the job's default one, "custom:<id>" a
+    # staff's own (jobs.custom_schedules); part of the slot's identity.
+    schedule_key = models.CharField(max_length=40, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["job", "tenant", "slot"],
+                fields=["job", "tenant", "schedule_key", "slot", "attempt"],
                 condition=Q(slot__isnull=False),
-                name="jobrun_one_per_slot",
+                name="jobrun_one_per_schedule_slot_attempt",
             ),
             models.UniqueConstraint(
                 fields=["job", "tenant"],
@@ -105,6 +117,8 @@ class JobRun(models.Model):
             models.Index(fields=["status", "heartbeat_at"]),
             # /metrics reads the recent runs live and the rest from JobRunTotals.
             models.Index(fields=["finished_at"], name="jobrun_finished_at_idx"),
+            # jobs.retry.send_due_retries: queued attempts whose time has come.
+            models.Index(fields=["status", "next_attempt_at"], name="jobrun_next_attempt_idx"),
         ]
         permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
 
@@ -180,6 +194,45 @@ class ScheduleState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} ({'paused' if self.paused else 'active'})"
+
+
+class Backoff(models.TextChoices):
+    EXPONENTIAL = "exponential", "Exponential"
+    FIXED = "fixed", "Fixed"
+
+
+class ScheduleRetryPolicy(models.Model):
+    """Staff's override of a job's declared retry policy for its schedule's
+    runs; an empty field keeps the declared value (jobs.retry.policy_for)."""
+
+    schedule = models.OneToOneField(
+        ScheduleState, on_delete=models.CASCADE, related_name="retry_policy"
+    )
+    retries = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Attempts after the first (0: no retry)."
+    )
+    backoff = models.CharField(max_length=12, choices=Backoff.choices, blank=True, default="")
+    base_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Delay before the 2nd attempt (doubling if exponential)."
+    )
+    max_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Longest delay.")
+    jitter = models.BooleanField(
+        null=True, blank=True, help_text="Delay times a random 0.5-1, so retries spread out."
+    )
+    retry_failed_items = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="A partial run's failed items get a new attempt (jobs that rerun items).",
+    )
+    updated_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "retry policy"
+        verbose_name_plural = "retry policies"
+
+    def __str__(self) -> str:
+        return f"retry policy of {self.schedule.job}"
 
 
 class JobAction(models.Model):
@@ -338,3 +391,14 @@ class MetricsWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"folded until {self.folded_until:%Y-%m-%d %H:%M}"
+
+
+# Alert rules, incidents and deliveries live in their own module (jobs.alerts).
+from jobs.alert_models import (  # noqa: E402, F401
+    AlertDelivery,
+    AlertIncident,
+    AlertRule,
+    CompletionNotice,
+    NoticeDelivery,
+)
+from jobs.schedule_models import CustomSchedule  # noqa: E402, F401

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs.cron import normalize_cron
+from jobs.dependency_spec import Dependency, as_dependency
 from jobs.params import Param, params_from_signature
+from jobs.retry_policy import NO_RETRY, RetryPolicy
 
 QUEUES = ("critical", "normal", "low", "default")
 
@@ -32,6 +34,10 @@ class JobSpec:
     description: str
     params: tuple[Param, ...] = field(default=())
     supports_item_rerun: bool = False
+    retry: RetryPolicy = NO_RETRY
+    after: tuple[Dependency, ...] = ()
+    after_timeout: int = 6 * 3600
+    tenant_schedules_exclude: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,6 +48,8 @@ class JobSpec:
             "timeout": self.timeout,
             "params": [p.describe() for p in self.params],
             "supports_item_rerun": self.supports_item_rerun,
+            "retry": self.retry.describe(),
+            "after": [d.job for d in self.after],
         }
 
 
@@ -55,8 +63,17 @@ def job(
     queue: str = "default",
     timeout: int = 600,
     supports_item_rerun: bool = False,
+    retry: RetryPolicy | None = None,
+    after: tuple[Dependency | str, ...] = (),
+    after_timeout: int = 6 * 3600,
+    tenant_schedules_exclude: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first."""
+    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first;
+    `retry` how a transient failure is retried (jobs.retry); `after` the jobs
+    whose run for the same period a scheduled slot waits for, at most
+    `after_timeout` seconds (jobs.dependencies); `tenant_schedules_exclude`:
+    the default schedule's run leaves out tenants with their own schedule
+    (`ctx.excluded_tenants`, jobs.custom_schedules)."""
     if queue not in QUEUES:
         raise ValueError(f"job {name}: queue must be one of {QUEUES}, not {queue!r}")
     if "." not in name:
@@ -77,6 +94,10 @@ def job(
             description=doc[0] if doc else "",
             params=params_from_signature(func),
             supports_item_rerun=supports_item_rerun,
+            retry=retry or NO_RETRY,
+            after=tuple(as_dependency(d) for d in after),
+            after_timeout=after_timeout,
+            tenant_schedules_exclude=tenant_schedules_exclude,
         )
         return func
 

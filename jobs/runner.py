@@ -22,12 +22,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs import shutdown
+from jobs.alerts import evaluate_run
 from jobs.context import JobAborted, JobContext
+from jobs.custom_schedules import default_schedule_excludes
+from jobs.dependencies import unmet, wait_or_fail
 from jobs.enqueue import send_run
 from jobs.logging import job_log_context
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleState, Trigger
-from jobs.params import coerce_params, params_to_json
+from jobs.notices import notify_completion
+from jobs.params import ParamError, coerce_params, params_to_json
 from jobs.registry import JobSpec, get_job
+from jobs.retry import policy_for, schedule_retry
 from jobs.tenants import resolve
 
 logger = logging.getLogger(__name__)
@@ -107,6 +112,7 @@ def run_scheduled(job: str, slot: str | None = None, tenant: str = "") -> int | 
 
 
 WAITING_STATUSES = (RunStatus.QUEUED, RunStatus.INTERRUPTED)
+RETRY_BUSY_WAIT_SECONDS = 30
 INTERRUPTED_ERROR = (
     "interrupted: its cluster shut down before the run finished (SIGTERM, "
     "Q_SHUTDOWN_GRACE_SECONDS); the next cluster continues it from its checkpoint"
@@ -122,6 +128,13 @@ def execute_queued(run_id: int) -> int:
         return run_id
     if run.status not in WAITING_STATUSES:
         logger.info("run %s is %s, not queued; not run again", run_id, run.status)
+        return run.pk
+    if run.next_attempt_at and run.next_attempt_at > timezone.now():
+        # Early (a stray redelivery): give it back to jobs.retry.send_due_retries.
+        JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(enqueued_at=None)
+        logger.info(
+            "attempt %s of run %s is not due until %s", run.attempt, run_id, run.next_attempt_at
+        )
         return run.pk
     return _claim_and_execute(get_job(run.job), run).pk
 
@@ -149,7 +162,7 @@ def _claim_and_execute(
         except IntegrityError:
             taken_over = _take_over_abandoned_slot(run)
             if taken_over is None:
-                existing = JobRun.objects.get(job=run.job, tenant=run.tenant, slot=run.slot)
+                existing = _latest_attempt(run)
                 logger.info(
                     "slot %s of %s already has run #%s (%s); not run again",
                     run.slot,
@@ -161,15 +174,49 @@ def _claim_and_execute(
                     raise SlotTaken(existing) from None
                 return existing
             run = taken_over
+    if _waits_for_dependency(spec, run):
+        return run
     if run.status != RunStatus.RUNNING and not _mark_running(run):
         return run
     return _execute(spec, run, on_progress=on_progress)
 
 
+def _latest_attempt(run: JobRun) -> JobRun:
+    """The slot's run: its latest attempt (jobs.retry)."""
+    return (
+        JobRun.objects.filter(
+            job=run.job, tenant=run.tenant, schedule_key=run.schedule_key, slot=run.slot
+        )
+        .order_by("-attempt")
+        .first()
+    )
+
+
+def _waits_for_dependency(spec: JobSpec, run: JobRun) -> bool:
+    """A queued scheduled slot whose dependencies have not succeeded waits
+    (True), or, past the job's `after_timeout`, fails saying why (True too:
+    nothing runs). Other runs and met dependencies: False."""
+    if not spec.after or run.trigger != Trigger.SCHEDULE or run.status != RunStatus.QUEUED:
+        return False
+    missing = unmet(spec.after, run)
+    if not missing:
+        if run.waiting_for:
+            JobRun.objects.filter(pk=run.pk).update(waiting_for="")
+            run.waiting_for = ""
+        return False
+    if not wait_or_fail(run, missing, timeout=spec.after_timeout):
+        _evaluate_alerts(run)
+    return True
+
+
 def _take_over_abandoned_slot(run: JobRun) -> JobRun | None:
     """A redelivered task for a slot whose worker died continues that run:
-    one that stopped heartbeating while running, or never got past queued."""
-    slot_run = JobRun.objects.filter(job=run.job, tenant=run.tenant, slot=run.slot)
+    one that stopped heartbeating while running, or never got past queued
+    (a queued retry attempt waits for its time, jobs.retry)."""
+    latest = _latest_attempt(run)
+    if latest.status == RunStatus.QUEUED and latest.next_attempt_at is not None:
+        return None
+    slot_run = JobRun.objects.filter(pk=latest.pk)
     cutoff = stale_cutoff()
     claimed = slot_run.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
         heartbeat_at=timezone.now(), attempts=F("attempts") + 1
@@ -207,6 +254,17 @@ def _mark_running(run: JobRun) -> bool:
             )
             if holder and _fail_if_abandoned(holder):
                 continue
+            if run.attempt > 1 and not continuing:
+                # A retry attempt is not dropped for a run of another slot: it
+                # waits a little and is sent again (jobs.retry.send_due_retries).
+                JobRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                    enqueued_at=None,
+                    next_attempt_at=timezone.now() + timedelta(seconds=RETRY_BUSY_WAIT_SECONDS),
+                )
+                logger.info(
+                    "attempt %s of run #%s waits: %s is running", run.attempt, run.pk, run.job
+                )
+                return False
             if continuing:
                 logger.info(
                     "interrupted run #%s waits: run #%s of %s is running",
@@ -287,6 +345,7 @@ def _execute(
         status, error, summary = RunStatus.FAILED, "", {}
         ctx = None
         interrupted = False
+        transient = False  # failed in the job itself: worth another attempt
         heartbeat = _Heartbeat(run.pk)
         try:
             params = coerce_params(spec.params, run.params)
@@ -297,16 +356,21 @@ def _execute(
                 resume_state=_resume_state(run),
                 on_progress=on_progress,
             )
+            if run.trigger == Trigger.SCHEDULE and not run.schedule_key and not run.tenant:
+                ctx.excluded_tenants = default_schedule_excludes(spec)
             logger.info("started (%s by %s)", run.trigger, run.triggered_by or "-")
             heartbeat.start()
+            transient = True
             with shutdown.interruptible():
                 result = spec.func(ctx, **params)
             summary = dict(result or {})
             status = RunStatus.PARTIAL if ctx.counts["failed"] else RunStatus.SUCCEEDED
         except JobAborted as exc:
+            transient = False
             error, summary = str(exc), exc.summary
             logger.warning("aborted: %s", exc)
         except Exception as exc:
+            transient = transient and not isinstance(exc, ParamError)
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
             logger.exception("failed")
         except shutdown.ShutdownInterrupt:
@@ -334,7 +398,38 @@ def _execute(
             run.failed,
             run.skipped,
         )
+        _retry_if_due(spec, run, transient=transient)
+        _evaluate_alerts(run)
         return run
+
+
+def _retry_if_due(spec: JobSpec, run: JobRun, *, transient: bool) -> None:
+    """A transient failure gets its next attempt; a partial run, with the
+    policy's `items`, an attempt of its failed items (jobs.retry)."""
+    try:
+        if run.status == RunStatus.FAILED and transient:
+            schedule_retry(policy_for(spec.retry, run), run)
+        elif run.status == RunStatus.PARTIAL and spec.supports_item_rerun:
+            policy = policy_for(spec.retry, run)
+            if policy.items:
+                keys = list(run.failures.values_list("item_key", flat=True))
+                if keys:
+                    schedule_retry(policy, run, failed_items=keys)
+    except Exception:  # the run is recorded; a retry that could not be made is logged
+        logger.exception("could not schedule the next attempt of run #%s", run.pk)
+
+
+def _evaluate_alerts(run: JobRun) -> None:
+    """The run's alert rules (jobs.alerts) and completion notices (jobs.notices),
+    at its end; neither ever fails the run."""
+    try:
+        evaluate_run(run)
+    except Exception:
+        logger.exception("alert rules could not be evaluated for run #%s", run.pk)
+    try:
+        notify_completion(run)
+    except Exception:
+        logger.exception("completion notices could not be sent for run #%s", run.pk)
 
 
 def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:

@@ -5,6 +5,9 @@
   loop): a minute slot would start ~19 s late on average and a schedule finer
   than 30 s (6-field cron such as `*/5 * * * * *`) would skip slots. When
   nothing is due, a tick is one `SELECT ... FOR UPDATE` of due Schedule rows.
+* Every tick it also hands retry attempts whose time has come to the broker
+  (`jobs.retry.send_due_retries`) and fires staff's own schedules
+  (`jobs.custom_schedules.fire_due`): one indexed SELECT each when none is due.
 * Every SWEEP_SECONDS it sends again the tasks of queued and interrupted runs
   that no cluster took within JOBS_QUEUED_LOST_AFTER_SECONDS
   (`jobs.enqueue.requeue_lost_runs`): a broker restarted without persistence
@@ -58,7 +61,9 @@ class SchedulerTicker(threading.Thread):
     def run(self) -> None:
         from django_q.scheduler import scheduler
 
+        from jobs.custom_schedules import fire_due
         from jobs.enqueue import requeue_lost_runs
+        from jobs.retry import send_due_retries
 
         wait = min((x for x in (self.interval, self.sweep_interval) if x > 0), default=0)
         if wait <= 0:
@@ -72,6 +77,11 @@ class SchedulerTicker(threading.Thread):
                     except Exception:  # django-q2 logs its own; a tick must not end the thread
                         logger.exception("scheduler tick failed")
                     self.ticks += 1
+                try:
+                    send_due_retries()
+                    fire_due()
+                except Exception:  # the database may be restarting; next tick
+                    logger.exception("sending due retries or custom schedules failed")
                 if self.sweep_interval > 0 and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_interval
                     try:

@@ -13,6 +13,7 @@ from tests.clock import pin_from_env
 from tests.fixtures_moto import moto_server_url, moto_ses_url, ses  # noqa: F401
 from tests.fixtures_sns import sns, sns_cert_server  # noqa: F401
 from tests.fixtures_stripe import localstripe, stripe_org, stripe_settings  # noqa: F401
+from tests.fixtures_webhook import webhook_receiver  # noqa: F401
 
 PINNED_CLOCK = pytest.StashKey()
 

@@ -9,6 +9,7 @@ from django.conf import settings
 
 from billing.services.analytics import aggregate_day
 from jobs.context import JobAborted, JobContext
+from jobs.dependency_spec import Dependency, start_of_day
 from jobs.registry import job
 
 DAYS_IN_SUMMARY = 31
@@ -53,6 +54,7 @@ def days_to_aggregate(
     queue="low",
     timeout=3600,
     supports_item_rerun=True,
+    after=(Dependency("payments.reconcile", slot=start_of_day, statuses=("succeeded", "partial")),),
 )
 def aggregate_daily_analytics(
     ctx: JobContext,

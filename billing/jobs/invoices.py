@@ -20,6 +20,7 @@ from billing.services.invoices import (
 )
 from billing.services.usage import UsageIncomplete
 from jobs.context import JobAborted, JobContext
+from jobs.dependency_spec import Dependency, start_of_hour
 from jobs.params import Range
 from jobs.registry import job
 from subscriptions.models import Organization
@@ -45,6 +46,8 @@ def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:
     queue="default",
     timeout=3600,
     supports_item_rerun=True,
+    after=(Dependency("billing.aggregate_usage", slot=start_of_hour),),
+    tenant_schedules_exclude=True,
 )
 def generate_monthly_invoices(
     ctx: JobContext,
@@ -75,7 +78,11 @@ def generate_monthly_invoices(
         )
     usage = complete_period_usage(ctx, period)
     organizations = organizations_to_invoice(organization_id=ctx.organization_id)
-    ids = [org_id for org_id, key in organizations if ctx.should_process(key)]
+    ids = [
+        org_id
+        for org_id, key in organizations
+        if ctx.should_process(key) and key not in ctx.excluded_tenants
+    ]
     result = ctx.fan_out(
         CHUNK_TARGET, items=ids, chunk_size=chunk_size or settings.INVOICE_CHUNK_SIZE
     )
