@@ -21,6 +21,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
+from jobs.alert_models import NoticeWhen
 from jobs.api import BadRequest, api_view, client_of
 from jobs.api_auth import ApiClient
 from jobs.models import RunStatus
@@ -132,6 +133,7 @@ def start_run_operation(spec: JobSpec) -> dict[str, Any]:
             "params": job_params_schema(spec),
             "dry_run": {"type": "boolean", "default": False},
             "idempotency_key": {"type": ["string", "null"], "maxLength": 200},
+            "notify": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Notify"}]},
         },
         "additionalProperties": False,
     }
@@ -187,6 +189,21 @@ JOBS_SCHEMAS: dict[str, Any] = {
                 },
             },
         },
+    },
+    "Notify": {
+        "type": "object",
+        "description": "A completion notice for this run (email and/or signed webhook)",
+        "properties": {
+            "emails": {
+                "oneOf": [
+                    {"type": "string", "format": "email"},
+                    {"type": "array", "items": {"type": "string", "format": "email"}},
+                ]
+            },
+            "webhook": {"type": "string", "format": "uri"},
+            "when": {"type": "string", "enum": list(NoticeWhen.values)},
+        },
+        "additionalProperties": False,
     },
     "RunStarted": {
         "type": "object",

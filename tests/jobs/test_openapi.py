@@ -103,3 +103,14 @@ def test_query_parameters_are_refused(client):
     response = client.get(URL, {"x": "1"}, **TOKEN)
 
     assert response.status_code == 400
+
+
+def test_a_start_body_may_ask_for_a_completion_notice(client):
+    doc = document(client)
+
+    body = doc["paths"]["/api/jobs/billing.aggregate_usage/runs"]["post"]["requestBody"]
+    notify = body["content"]["application/json"]["schema"]["properties"]["notify"]
+    assert {"$ref": "#/components/schemas/Notify"} in notify["oneOf"]
+    schema = doc["components"]["schemas"]["Notify"]
+    assert set(schema["properties"]) == {"emails", "webhook", "when"}
+    assert schema["additionalProperties"] is False
