@@ -19,11 +19,12 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
-from jobs import admin_views
+from jobs import admin_console, admin_views, humanize
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
 from jobs.forms import ApiKeyForm, PauseForm, ScheduleStateForm
@@ -36,6 +37,7 @@ from jobs.models import (
     RunStatus,
     ScheduleState,
 )
+from jobs.paginator import EstimatedCountPaginator
 from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
 from jobs.selectors import schedules_with_last_run
@@ -50,6 +52,8 @@ STATUS_COLOURS = {
     RunStatus.PARTIAL: "#b26a00",
     RunStatus.FAILED: "#ba2121",
     RunStatus.SKIPPED: "#666",
+    RunStatus.CANCELED: "#6b4e16",
+    RunStatus.INTERRUPTED: "#b26a00",
 }
 
 
@@ -328,8 +332,11 @@ class JobFilter(admin.SimpleListFilter):
     parameter_name = "job"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        """From the registry, not `SELECT DISTINCT job` over the whole history;
+        a removed job's name still filters when typed in the URL (?job=...)."""
         names = {spec.name for spec in all_jobs()}
-        names.update(JobRun.objects.values_list("job", flat=True).distinct())
+        if self.value():
+            names.add(self.value())
         return [(name, name) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
@@ -385,17 +392,17 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "job",
         "tenant",
         "status_badge",
-        "trigger",
-        "triggered_by",
+        "started_by",
         "dry_run",
-        "created_at",
+        "created_display",
         "duration_display",
-        "counts_display",
+        "counts_short",
     ]
     list_display_links = ["id", "job"]
-    list_filter = [JobFilter, "status", "tenant", "trigger", "dry_run", "created_at"]
-    search_fields = ["job", "tenant", "task_id"]
+    list_filter = [JobFilter, "status", "trigger", "dry_run", "created_at"]
+    search_fields = ["job__startswith", "tenant__startswith", "task_id__exact"]
     list_per_page = 50
+    paginator = EstimatedCountPaginator
     show_full_result_count = False  # COUNT(*) over a large history on every page
     inlines = [JobItemFailureInline, JobChunkInline]
     fieldsets = [
@@ -453,7 +460,6 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     ]
 
-    @admin.display(description="status", ordering="status")
     def get_inline_instances(
         self, request: HttpRequest, obj: JobRun | None = None
     ) -> list[admin.options.InlineModelAdmin]:
@@ -463,36 +469,60 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             inlines = [i for i in inlines if not isinstance(i, JobChunkInline)]
         return inlines
 
+    @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
         return status_html(obj.status)
 
-    @admin.display(description="duration")
+    @admin.display(description="Started by", ordering="trigger")
+    def started_by(self, obj: JobRun) -> str:
+        return (
+            f"{obj.get_trigger_display()}: {obj.triggered_by}" if obj.triggered_by else obj.trigger
+        )
+
+    @admin.display(description="Created (UTC)", ordering="created_at")
+    def created_display(self, obj: JobRun) -> str:
+        return f"{obj.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="Counts (done/ok/failed/skipped)")
+    def counts_short(self, obj: JobRun) -> str:
+        return f"{obj.processed}/{obj.succeeded}/{obj.failed}/{obj.skipped}"
+
+    @admin.display(description="Duration")
     def duration_display(self, obj: JobRun) -> str:
         duration = obj.duration
         if duration is None:
             return "-"
         return f"{duration.total_seconds():.1f} s"
 
-    @admin.display(description="counts")
+    @admin.display(description="Counts")
     def counts_display(self, obj: JobRun) -> str:
         return (
             f"processed {obj.processed} · succeeded {obj.succeeded} · "
             f"failed {obj.failed} · skipped {obj.skipped}"
         )
 
-    @admin.display(description="progress")
+    @admin.display(description="Progress")
     def progress_display(self, obj: JobRun) -> str:
         return progress_text(obj)
 
-    @admin.display(description="params")
+    @admin.display(description="Parameters")
     def params_display(self, obj: JobRun) -> str:
         return pretty_json(obj.params)
 
-    @admin.display(description="summary")
+    @admin.display(description="Summary")
     def summary_display(self, obj: JobRun) -> str:
-        return pretty_json(obj.summary)
+        """Labelled values, money in major units; the raw JSON one click away."""
+        rows = format_html_join(
+            "", "<tr><th scope='row'>{}</th><td>{}</td></tr>", humanize.summary_rows(obj.summary)
+        )
+        return format_html(
+            '<table class="jobs-summary"><tbody>{}</tbody></table>'
+            "<details><summary>Raw JSON</summary>{}</details>",
+            rows or mark_safe("<tr><td>(empty)</td></tr>"),
+            pretty_json(obj.summary),
+        )
 
-    @admin.display(description="error")
+    @admin.display(description="Error")
     def error_display(self, obj: JobRun) -> str:
         if not obj.error:
             return "-"
@@ -508,11 +538,11 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         name = "admin:django_q_success_change" if success else "admin:django_q_failure_change"
         return format_html('<a href="{}">{}</a>', reverse(name, args=[obj.task_id]), obj.task_id)
 
-    @admin.display(description="rerun of")
+    @admin.display(description="Rerun of")
     def rerun_of_link(self, obj: JobRun) -> str:
         return run_link(obj.rerun_of_id)
 
-    @admin.display(description="reruns")
+    @admin.display(description="Reruns")
     def reruns_display(self, obj: JobRun) -> str:
         runs = list(obj.reruns.values_list("id", "status")[:20])
         if not runs:
@@ -529,6 +559,8 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         run = self.get_object(request, object_id)
         context = {
             "can_act": admin_views.can_act(request.user),
+            "can_cancel": run is not None and not run.is_finished,
+            "live": admin_console.run_live_context(run) if run is not None else None,
             "can_rerun_failed_items": run is not None and can_rerun_items(run),
             **(extra_context or {}),
         }

@@ -26,6 +26,10 @@ class RunStatus(models.TextChoices):
     # Its cluster shut down before it finished: waiting for the next cluster
     # to continue it from its checkpoint (jobs.cluster, jobs.runner).
     INTERRUPTED = "interrupted", "Interrupted"
+    # Stopped by staff: a queued run before its task ran it, or a running one
+    # at its next item or batch boundary (ctx.cancelled()); counts so far and
+    # checkpoint kept, so a rerun continues (jobs.cancel).
+    CANCELED = "canceled", "Canceled"
 
 
 FINISHED_STATUSES = (
@@ -33,6 +37,7 @@ FINISHED_STATUSES = (
     RunStatus.PARTIAL,
     RunStatus.FAILED,
     RunStatus.SKIPPED,
+    RunStatus.CANCELED,
 )
 
 
@@ -79,6 +84,10 @@ class JobRun(models.Model):
     )
     # Set by "rerun failed items": the job only touches these item keys.
     only_items = models.JSONField(null=True, blank=True)
+    # Asked by staff while it ran; the job stops at its next boundary.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=150, blank=True, default="")
+    cancel_reason = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -105,6 +114,9 @@ class JobRun(models.Model):
             models.Index(fields=["status", "heartbeat_at"]),
             # /metrics reads the recent runs live and the rest from JobRunTotals.
             models.Index(fields=["finished_at"], name="jobrun_finished_at_idx"),
+            # The admin's runs list: newest first, unfiltered and by job.
+            models.Index(fields=["-created_at", "-id"], name="jobrun_list_idx"),
+            models.Index(fields=["job", "-created_at", "-id"], name="jobrun_job_list_idx"),
         ]
         permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
 
@@ -338,3 +350,17 @@ class MetricsWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"folded until {self.folded_until:%Y-%m-%d %H:%M}"
+
+
+class JobRunLog(models.Model):
+    """The lines a run logged while it ran (INFO and up), the last
+    JOBS_RUN_LOG_LINES of them, written by jobs.run_log."""
+
+    run = models.OneToOneField(
+        JobRun, on_delete=models.CASCADE, primary_key=True, related_name="run_log"
+    )
+    lines = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"log of run #{self.run_id} ({len(self.lines)} lines)"

@@ -32,6 +32,17 @@ class JobSpec:
     description: str
     params: tuple[Param, ...] = field(default=())
     supports_item_rerun: bool = False
+    # What a real run changes that a customer sees ("suspends subscriptions,
+    # sends email"); a non-empty impact makes the admin confirm a real start
+    # after showing what a dry run says it will do.
+    impact: str = ""
+    ask_reason: bool = False  # the confirmation asks why (recorded)
+    # summary -> sentence for the confirmation page ("expires 1,234 ...").
+    preview: Callable[[dict[str, Any]], str] | None = None
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return bool(self.impact)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,6 +53,7 @@ class JobSpec:
             "timeout": self.timeout,
             "params": [p.describe() for p in self.params],
             "supports_item_rerun": self.supports_item_rerun,
+            "impact": self.impact,
         }
 
 
@@ -55,8 +67,17 @@ def job(
     queue: str = "default",
     timeout: int = 600,
     supports_item_rerun: bool = False,
+    impact: str = "",
+    ask_reason: bool = False,
+    preview: Callable[[dict[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first."""
+    """Declare a job. `schedule` is 5-field cron or 6-field with seconds first.
+
+    `impact` says what a real run changes that customers see or receive; such
+    a job is started for real from the admin only after a dry-run preview
+    (`preview(summary)` puts that dry run's summary in words) and, with
+    `ask_reason`, a reason.
+    """
     if queue not in QUEUES:
         raise ValueError(f"job {name}: queue must be one of {QUEUES}, not {queue!r}")
     if "." not in name:
@@ -77,6 +98,9 @@ def job(
             description=doc[0] if doc else "",
             params=params_from_signature(func),
             supports_item_rerun=supports_item_rerun,
+            impact=impact,
+            ask_reason=ask_reason,
+            preview=preview,
         )
         return func
 

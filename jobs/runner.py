@@ -21,8 +21,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import shutdown
-from jobs.context import JobAborted, JobContext
+from jobs import run_log, shutdown
+from jobs.context import JobAborted, JobContext, RunCanceled
 from jobs.enqueue import send_run
 from jobs.logging import job_log_context
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleState, Trigger
@@ -250,8 +250,9 @@ def _resume_state(run: JobRun) -> Any:
     if run.checkpoint is not None:
         return run.checkpoint  # a taken-over slot continues its own run
     if run.rerun_of_id:
-        # A rerun continues a run that crashed; a finished run is done again.
-        return run.rerun_of.checkpoint if run.rerun_of.status == RunStatus.FAILED else None
+        # A rerun continues a run that crashed or was canceled; a finished run is done again.
+        stopped = (RunStatus.FAILED, RunStatus.CANCELED)
+        return run.rerun_of.checkpoint if run.rerun_of.status in stopped else None
     last_good = (
         JobRun.objects.filter(
             job=run.job,
@@ -266,7 +267,7 @@ def _resume_state(run: JobRun) -> Any:
         job=run.job,
         tenant=run.tenant,
         dry_run=run.dry_run,
-        status=RunStatus.FAILED,
+        status__in=[RunStatus.FAILED, RunStatus.CANCELED],
         checkpoint__isnull=False,
     ).exclude(pk=run.pk)
     if last_good:
@@ -287,7 +288,8 @@ def _execute(
         status, error, summary = RunStatus.FAILED, "", {}
         ctx = None
         interrupted = False
-        heartbeat = _Heartbeat(run.pk)
+        capture = run_log.attach(run.pk)
+        heartbeat = _Heartbeat(run.pk, capture)
         try:
             params = coerce_params(spec.params, run.params)
             ctx = JobContext(
@@ -306,6 +308,9 @@ def _execute(
         except JobAborted as exc:
             error, summary = str(exc), exc.summary
             logger.warning("aborted: %s", exc)
+        except RunCanceled:
+            status, error = RunStatus.CANCELED, _canceled_error(run.pk)
+            logger.warning("%s", error)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
             logger.exception("failed")
@@ -323,6 +328,7 @@ def _execute(
                 **counts,
             )
         if interrupted:
+            run_log.detach(capture)
             _hand_to_next_cluster(spec, run)
             raise shutdown.ShutdownInterrupt()
         run.refresh_from_db()
@@ -334,7 +340,15 @@ def _execute(
             run.failed,
             run.skipped,
         )
+        run_log.detach(capture)
         return run
+
+
+def _canceled_error(run_id: int) -> str:
+    asked = JobRun.objects.filter(pk=run_id).values("cancel_requested_by", "cancel_reason").first()
+    who = (asked or {}).get("cancel_requested_by") or "staff"
+    why = (asked or {}).get("cancel_reason") or "no reason given"
+    return f"canceled by {who}: {why} (counts so far and checkpoint kept; a rerun continues)"
 
 
 def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:
@@ -367,8 +381,9 @@ class _Heartbeat:
     second connection could not see the uncommitted run).
     """
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, capture: run_log.RunLogCapture | None = None) -> None:
         self.run_id = run_id
+        self.capture = capture
         self.interval = settings.JOBS_HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -387,6 +402,8 @@ class _Heartbeat:
                 JobRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
                     heartbeat_at=timezone.now()
                 )
+                if self.capture is not None:
+                    self.capture.flush_to_db()
         finally:
             connection.close()
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
+from jobs.humanize import cron_in_words
 from jobs.models import JobRun, RunStatus, ScheduleState
 from jobs.registry import JobSpec, all_jobs
 from jobs.schedules import is_overdue
@@ -46,6 +47,7 @@ class JobHealth:
     failures_24h: int = 0
     running: list[JobRun] = field(default_factory=list)
     overdue: bool = False
+    ever_ran: bool = False  # a real (not dry) run was ever recorded
 
     @property
     def name(self) -> str:
@@ -58,6 +60,14 @@ class JobHealth:
         return None
 
     @property
+    def cron_words(self) -> str:
+        return cron_in_words(self.cron or self.spec.schedule)
+
+    @property
+    def has_required_params(self) -> bool:
+        return any(p.required for p in self.spec.params)
+
+    @property
     def paused(self) -> bool:
         return bool(self.state and self.state.paused)
 
@@ -67,8 +77,25 @@ class JobHealth:
         return self.last_outcome is not None and self.last_outcome.status in FAILING_STATUSES
 
     @property
+    def never_run(self) -> bool:
+        return not self.ever_ran
+
+    @property
     def healthy(self) -> bool:
-        return not self.failing and not self.overdue
+        return not self.failing and not self.overdue and not self.paused and self.ever_ran
+
+    @property
+    def health(self) -> str:
+        """One word for the tile: paused, failing, overdue, never run or healthy."""
+        if self.paused:
+            return "paused"
+        if self.failing:
+            return "failing"
+        if self.overdue:
+            return "overdue"
+        if self.never_run:
+            return "never run"
+        return "healthy"
 
 
 @dataclass
@@ -92,13 +119,22 @@ class Overview:
     def running(self) -> int:
         return sum(1 for j in self.jobs if j.running)
 
+    @property
+    def paused(self) -> int:
+        return sum(1 for j in self.jobs if j.paused)
+
+    @property
+    def never_run(self) -> int:
+        return sum(1 for j in self.jobs if j.health == "never run")
+
 
 def job_overview(*, now: datetime | None = None) -> Overview:
     """Every registered job with its schedule, last outcomes and what runs now.
 
     Four queries: schedule states, one GROUP BY over JobRun, the latest runs it
     points at, and the runs running now. "Latest" is the highest id, as ids
-    grow with `created_at`.
+    grow with `created_at`. Dry runs say nothing about health: they are
+    neither a job's last outcome, its last success nor its failures.
     """
     now = now or timezone.now()
     specs = all_jobs()
@@ -113,11 +149,16 @@ def job_overview(*, now: datetime | None = None) -> Overview:
         .values("job")
         .annotate(
             last_id=Max("id"),
-            last_outcome_id=Max("id", filter=Q(status__in=OUTCOME_STATUSES)),
-            last_success_at=Max("finished_at", filter=Q(status=RunStatus.SUCCEEDED)),
+            last_real_id=Max("id", filter=Q(dry_run=False)),
+            last_outcome_id=Max("id", filter=Q(status__in=OUTCOME_STATUSES, dry_run=False)),
+            last_success_at=Max("finished_at", filter=Q(status=RunStatus.SUCCEEDED, dry_run=False)),
             failures_24h=Count(
                 "id",
-                filter=Q(status__in=FAILING_STATUSES, created_at__gte=now - timedelta(hours=24)),
+                filter=Q(
+                    status__in=FAILING_STATUSES,
+                    dry_run=False,
+                    created_at__gte=now - timedelta(hours=24),
+                ),
             ),
         )
         .order_by()
@@ -145,6 +186,7 @@ def job_overview(*, now: datetime | None = None) -> Overview:
                 failures_24h=row.get("failures_24h", 0),
                 running=running.get(spec.name, []),
                 overdue=state is not None and is_overdue(state.schedule, state, now=now),
+                ever_ran=row.get("last_real_id") is not None,
             )
         )
     return Overview(jobs=rows, now=now)

@@ -91,7 +91,12 @@ def _failed_item_ids(only_items: set[str] | None) -> list[int] | None:
     return sorted(ids)
 
 
-@job("notifications.send_bulk", queue="default", timeout=1800)
+@job(
+    "notifications.send_bulk",
+    queue="default",
+    timeout=1800,
+    impact="queues an email to each chosen organization's billing contact",
+)
 def send_bulk(
     ctx: JobContext,
     *,

@@ -19,7 +19,26 @@ from subscriptions.services import (
 )
 
 
-@job("subscriptions.expire", schedule="0 * * * *", queue="critical", timeout=1800)
+def _expire_preview(summary: dict[str, Any]) -> str:
+    """The confirmation page's sentence for a dry run of `expire`."""
+    expire = summary.get("would_expire", 0)
+    suspend = summary.get("would_suspend", 0)
+    tenants = summary.get("tenants_affected", 0)
+    return (
+        f"expires {expire:,} subscriptions and suspends {suspend:,} "
+        f"in {tenants:,} organization{'s' if tenants != 1 else ''}; "
+        "their owners are emailed"
+    )
+
+
+@job(
+    "subscriptions.expire",
+    schedule="0 * * * *",
+    queue="critical",
+    timeout=1800,
+    impact="expires and suspends customers' subscriptions and emails them",
+    preview=_expire_preview,
+)
 def expire(
     ctx: JobContext,
     *,
@@ -88,7 +107,13 @@ def expire(
     return summary
 
 
-@job("subscriptions.send_renewal_reminders", schedule="0 9 * * *", queue="default", timeout=1800)
+@job(
+    "subscriptions.send_renewal_reminders",
+    schedule="0 9 * * *",
+    queue="default",
+    timeout=1800,
+    impact="queues reminder emails to customers",
+)
 def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
     """Queue renewal reminders (period ending within `days`) and payment-due reminders.
 

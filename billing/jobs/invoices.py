@@ -44,6 +44,7 @@ def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:
     queue="default",
     timeout=3600,
     supports_item_rerun=True,
+    impact="issues invoices, charges through Stripe and emails customers",
 )
 def generate_monthly_invoices(
     ctx: JobContext,
@@ -101,7 +102,13 @@ def generate_monthly_invoices(
     return summary
 
 
-@job("billing.regenerate_invoice", queue="default", timeout=600)
+@job(
+    "billing.regenerate_invoice",
+    queue="default",
+    timeout=600,
+    impact="voids an invoice, issues a credit note and a new invoice, and emails the customer",
+    ask_reason=True,
+)
 def regenerate_invoice(
     ctx: JobContext, *, month: str, organization: str = "", reason: str = ""
 ) -> dict[str, Any]:
@@ -180,6 +187,7 @@ def regenerate_invoice(
     queue="default",
     timeout=3600,
     supports_item_rerun=True,
+    impact="finalizes invoices, sends them to Stripe and emails customers",
 )
 def finalize_invoices(
     ctx: JobContext,
