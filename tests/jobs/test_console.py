@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from jobs import context as job_context
+from jobs.api_keys import create_api_key
 from jobs.cancel import NotCancelable, cancel_run
 from jobs.enqueue import enqueue_run, rerun
 from jobs.models import JobAction, JobRun, JobRunLog, RunStatus, Trigger
@@ -362,3 +363,50 @@ def test_the_run_page_shows_progress_with_rate_and_eta(operator_client):
     assert "items/s" in html and "ETA" in html
     assert f'data-live-url="{reverse("jobs_run_live", args=[run.pk])}"' in html
     assert "Cancel…" in html
+
+
+# --- The API's cancel and log ----------------------------------------------------
+
+
+def bearer(scopes: list[str], name: str = "ops-bot") -> dict[str, str]:
+    key = create_api_key(name=name, owner="ops", scopes=scopes, actor="admin")
+    return {"HTTP_AUTHORIZATION": f"Bearer {key.secret}"}
+
+
+def test_api_cancels_a_queued_run_with_a_scoped_key(client):
+    run = JobRunFactory(job="billing.regenerate_invoice", status=RunStatus.QUEUED)
+    url = f"/api/jobs/runs/{run.pk}/cancel"
+
+    reader = client.post(
+        url, data="{}", content_type="application/json", **bearer(["jobs:read"], "reader")
+    )
+    assert reader.status_code == 403
+    runner = bearer(["jobs:run:billing.*"])
+    no_reason = client.post(url, data="{}", content_type="application/json", **runner)
+    assert no_reason.status_code == 400 and no_reason.json()["field"] == "reason"
+
+    body = '{"reason": "sent by mistake"}'
+    response = client.post(url, data=body, content_type="application/json", **runner)
+
+    assert response.status_code == 202
+    assert response.json() == {"run_id": run.pk, "outcome": "canceled", "status": "canceled"}
+    again = client.post(url, data=body, content_type="application/json", **runner)
+    assert again.status_code == 409
+    assert JobAction.objects.get(run=run, action="cancel").actor == "ops-bot"
+
+
+def test_api_run_status_with_log_gives_the_runs_lines(client, register_job):
+    @register_job("tests.console_api_log")
+    def noisy(ctx):
+        logging.getLogger("tests.console").warning("disk nearly full")
+        return {}
+
+    run = run_job("tests.console_api_log")
+    auth = bearer(["jobs:read"])
+
+    plain = client.get(f"/api/jobs/runs/{run.pk}", **auth).json()
+    with_log = client.get(f"/api/jobs/runs/{run.pk}?log=1", **auth).json()
+
+    assert "log" not in plain
+    line = next(x for x in with_log["log"] if x["message"] == "disk nearly full")
+    assert line["level"] == "WARNING" and line["at"].endswith("+00:00")
