@@ -23,12 +23,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs import enqueue, humanize, run_log, tenants
+from jobs import charts, console_stats, enqueue, humanize, run_log, tenants
 from jobs.admin_views import VIEW_PERMISSION, actor, can_act, needs_run_permission, run_url
 from jobs.cancel import NotCancelable, cancel_run
 from jobs.models import JobAction, JobRun, RunStatus, Trigger
 from jobs.params import ParamError
-from jobs.registry import JobSpec, UnknownJob, get_job
+from jobs.registry import JobSpec, UnknownJob, all_jobs, get_job
 from jobs.run_forms import REASON_PARAM, CancelRunForm, ConfirmRunForm, StartRunForm
 from jobs.tenants import UnknownTenant
 
@@ -244,3 +244,60 @@ def progress_facts(run: JobRun, *, now: Any = None) -> dict[str, Any]:
         if total and total > done and run.status == RunStatus.RUNNING:
             facts["eta"] = timedelta(seconds=round((total - done) / facts["rate"]))
     return facts
+
+
+WINDOWS = {"24h": 24, "7d": 24 * 7}
+
+
+def charts_page(request: HttpRequest) -> HttpResponse:
+    """Runs per hour by outcome (24 h and 7 days), items processed, duration
+    p50/p95 per job, queue depth per queue and the clusters."""
+    _needs_view(request)
+    names = [spec.name for spec in all_jobs()]
+    job = request.GET.get("job", "")
+    if job not in names:
+        job = ""
+    what = job or "all jobs"
+    figures = []
+    durations: list[dict[str, Any]] = []
+    for label, hours in WINDOWS.items():
+        data = console_stats.activity(job=job, hours=hours)
+        if hours == 24:
+            durations = data.durations
+        figures.append(
+            {
+                "title": f"Runs per hour of {what}, last {label}, by outcome",
+                "svg": charts.stacked_bars(
+                    title=f"runs per hour, {label}", hours=data.hours, series=data.by_outcome
+                ),
+                "total": sum(sum(v) for v in data.by_outcome.values()),
+            }
+        )
+        figures.append(
+            {
+                "title": f"Items processed per hour by {what}, last {label}",
+                "svg": charts.stacked_bars(
+                    title=f"items per hour, {label}",
+                    hours=data.hours,
+                    series={"items": data.processed},
+                    unit="",
+                ),
+                "total": sum(data.processed),
+            }
+        )
+    slowest = max([d["p95"] for d in durations] or [0])
+    for row in durations:
+        row["p50_bar"] = charts.hbar(row["p50"], slowest, "#205493")
+        row["p95_bar"] = charts.hbar(row["p95"], slowest, "#b26a00")
+    return _page(
+        request,
+        "admin/jobs/console/charts.html",
+        "Jobs charts",
+        names=names,
+        job=job,
+        figures=figures,
+        legend=charts.legend(["succeeded", "partial", "failed"]),
+        durations=durations,
+        queues=console_stats.queue_depths(),
+        clusters=console_stats.clusters(),
+    )

@@ -25,6 +25,7 @@ urlpatterns = [
     path("run/<int:pk>/confirm/", _admin(console.confirm), name="jobs_confirm"),
     path("run/<int:pk>/cancel/", _admin(console.cancel), name="jobs_cancel"),
     path("run/<int:pk>/live/", _admin(console.run_live), name="jobs_run_live"),
+    path("charts/", _admin(console.charts_page), name="jobs_charts"),
     path("tenants/", _admin(console.tenant_search), name="jobs_tenant_search"),
     path("job/<str:name>/run/", _admin(views.run_now), name="jobs_run_now"),
     path("job/<str:name>/dry-run/", _admin(views.dry_run), name="jobs_dry_run"),

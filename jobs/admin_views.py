@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from jobs import enqueue, schedules
+from jobs import console_stats, enqueue, schedules
 from jobs.forms import PauseForm
 from jobs.models import JobRun, ScheduleState, Trigger
 from jobs.panels import overview_panels
@@ -157,6 +157,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "title": "Jobs overview",
         "overview": job_overview(),
         "panels": overview_panels(),
+        "queues": console_stats.queue_depths(),
+        "clusters": console_stats.clusters(),
         "background_jobs_enabled": settings.BACKGROUND_JOBS_ENABLED,
         "can_act": can_act(request.user),
     }

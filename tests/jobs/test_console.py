@@ -410,3 +410,41 @@ def test_api_run_status_with_log_gives_the_runs_lines(client, register_job):
     assert "log" not in plain
     line = next(x for x in with_log["log"] if x["message"] == "disk nearly full")
     assert line["level"] == "WARNING" and line["at"].endswith("+00:00")
+
+
+# --- Charts, queues and clusters -------------------------------------------------
+
+
+def test_charts_show_runs_per_hour_by_outcome_durations_queues_and_clusters(operator_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.models import ClusterHeartbeat
+
+    now = timezone.now()
+    for status, seconds in (("succeeded", 2), ("succeeded", 4), ("failed", 10)):
+        JobRunFactory(
+            job="billing.regenerate_invoice",
+            status=status,
+            started_at=now - timedelta(seconds=seconds),
+            finished_at=now,
+            processed=5,
+        )
+    JobRunFactory(job="billing.regenerate_invoice", status="failed", dry_run=True)
+    JobRunFactory(job="billing.regenerate_invoice", status="queued", queue="default")
+    ClusterHeartbeat.objects.create(cluster="backoffice", host="worker-1", seen_at=now)
+
+    response = operator_client.get(reverse("jobs_charts"), {"job": "billing.regenerate_invoice"})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.count('class="bar-failed"') == 2  # 24 h and 7 d; the dry run left out
+    assert "(3 in all)" in html and "(15 in all)" in html
+    durations = response.context["durations"]
+    assert durations == [
+        {**durations[0], "job": "billing.regenerate_invoice", "runs": 3, "p50": 4.0, "p95": 10.0}
+    ]
+    default = next(q for q in response.context["queues"] if q["queue"] == "default")
+    assert default["queued_runs"] == 1
+    assert "worker-1" in html and "s ago" in html
