@@ -143,11 +143,18 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ScheduleState | None = None) -> bool:
         return False  # `sync_schedules --prune` removes them with their job
 
-    @admin.display(description="cron")
+    @admin.display(description="Cron")
     def cron(self, obj: ScheduleState) -> str:
-        return obj.schedule.cron or "-"
+        """The expression, and in words in the scheduler's time zone."""
+        if not obj.schedule.cron:
+            return "-"
+        return format_html(
+            '<code>{}</code><div class="help">{}</div>',
+            obj.schedule.cron,
+            humanize.cron_in_words(obj.schedule.cron),
+        )
 
-    @admin.display(description="next 5 runs (UTC)")
+    @admin.display(description="Next 5 runs (UTC)")
     def next_runs(self, obj: ScheduleState) -> str:
         times = upcoming(obj.schedule, 5)
         if not times:
@@ -157,23 +164,25 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
             return format_html("<s>{}</s> (paused)", listed)
         return listed
 
-    @admin.display(description="last run")
+    @admin.display(description="Last run")
     def last_run(self, obj: ScheduleState) -> str:
         run_id = getattr(obj, "last_run_id", None)
         if run_id is None:
             return "never run"
         return format_html(
-            "{} {}", run_link(run_id, obj.last_run_status), f"{obj.last_run_at:%Y-%m-%d %H:%M}"
+            "{} {} UTC",
+            run_link(run_id, obj.last_run_status),
+            f"{obj.last_run_at:%Y-%m-%d %H:%M:%S}",
         )
 
-    @admin.display(description="paused", ordering="paused")
+    @admin.display(description="Paused", ordering="paused")
     def pause_state(self, obj: ScheduleState) -> str:
         if not obj.paused:
             return "active"
         return format_html(
             "paused by <strong>{}</strong> since {} UTC: {}",
             obj.paused_by,
-            f"{obj.paused_at:%Y-%m-%d %H:%M}",
+            f"{obj.paused_at:%Y-%m-%d %H:%M:%S}",
             obj.pause_reason,
         )
 

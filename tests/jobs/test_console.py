@@ -448,3 +448,23 @@ def test_charts_show_runs_per_hour_by_outcome_durations_queues_and_clusters(oper
     default = next(q for q in response.context["queues"] if q["queue"] == "default")
     assert default["queued_runs"] == 1
     assert "worker-1" in html and "s ago" in html
+
+
+def test_schedules_explain_their_cron_in_words_in_the_scheduler_time_zone(operator_client):
+    from django.test import override_settings
+
+    sync_schedules()
+    with override_settings(SCHEDULER_TIMEZONE="Europe/Berlin"):
+        html = operator_client.get(reverse("admin:jobs_schedulestate_changelist")).content.decode()
+    assert "<code>0 9 * * *</code>" in html and "At 09:00 (Europe/Berlin)" in html
+
+
+def test_money_is_shown_in_major_units_with_its_currency():
+    from jobs.humanize import money, summary_rows
+
+    assert money(647313, "EUR") == "EUR 6,473.13"
+    assert money(1200, "JPY") == "JPY 1,200"
+    rows = dict(
+        summary_rows({"revenue_minor": {"EUR": 647313}, "total_minor": 39950, "currency": "USD"})
+    )
+    assert rows == {"Revenue": "EUR 6,473.13", "Total": "USD 399.50", "Currency": "USD"}
