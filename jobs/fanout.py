@@ -211,7 +211,9 @@ def _run_in_process(
     result = FanOutResult(chunks=len(parts))
     done = 0
     for index, part in enumerate(parts):
-        ctx.raise_if_cancelled()  # a chunk boundary
+        if ctx.cancelled():  # a chunk boundary: the run keeps what its chunks did
+            ctx.count(**result.counts)
+            ctx.raise_if_cancelled()
         chunk_ctx = ChunkContext(run=ctx.run, tenant=ctx.tenant, params=ctx.params, index=index)
         summary = func(chunk_ctx, part) or {}
         for name in COUNT_FIELDS:
@@ -414,7 +416,9 @@ def _work_and_wait(
 ) -> FanOutResult:
     deadline = time.monotonic() + wait_timeout
     while True:
-        ctx.raise_if_cancelled()  # between chunks; chunks in hand elsewhere finish
+        if ctx.cancelled():  # between chunks; chunks in hand elsewhere finish
+            ctx.count(**gather(ctx.run).counts)  # the run keeps what its chunks did
+            ctx.raise_if_cancelled()
         claim = claim_chunk(ctx.run.pk, lease_seconds=lease_seconds)
         if claim is not None:
             chunk, worker = claim

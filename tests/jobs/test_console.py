@@ -280,6 +280,7 @@ def test_a_fanned_out_run_stops_between_chunks_and_a_rerun_continues_its_chunks(
     assert run.status == RunStatus.CANCELED
     statuses = list(run.chunks.order_by("index").values_list("status", flat=True))
     assert statuses[0] == "done" and set(statuses[1:]) == {"pending"}
+    assert run.processed == 2  # counts so far: the chunk that was done
 
     again = rerun(run, actor="carol", trigger=Trigger.ADMIN)
     execute_queued(again.pk)
