@@ -402,7 +402,6 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "tenant",
         "status_badge",
         "started_by",
-        "dry_run",
         "created_display",
         "duration_display",
         "counts_short",
@@ -435,7 +434,6 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 "fields": [
                     "counts_display",
-                    "progress_display",
                     "summary_display",
                     "error_display",
                 ]
@@ -445,12 +443,13 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "Timing",
             {
                 "fields": [
-                    "created_at",
-                    "started_at",
-                    "finished_at",
+                    "created_when",
+                    "started_when",
+                    "finished_when",
                     "duration_display",
-                    "heartbeat_at",
+                    "heartbeat_when",
                     "attempts",
+                    "cancel_display",
                 ]
             },
         ),
@@ -480,7 +479,35 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
+        """A dry run says so beside its status (one column fewer in the list)."""
+        if obj.dry_run:
+            return format_html("{} <small>(dry run)</small>", status_html(obj.status))
         return status_html(obj.status)
+
+    @admin.display(description="Created")
+    def created_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.created_at)
+
+    @admin.display(description="Started")
+    def started_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.started_at)
+
+    @admin.display(description="Finished")
+    def finished_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.finished_at)
+
+    @admin.display(description="Last heartbeat")
+    def heartbeat_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.heartbeat_at)
+
+    @admin.display(description="Cancellation")
+    def cancel_display(self, obj: JobRun) -> str:
+        if not obj.cancel_requested_at:
+            return "-"
+        return (
+            f"asked by {obj.cancel_requested_by} at {humanize.when(obj.cancel_requested_at)}: "
+            f"{obj.cancel_reason}"
+        )
 
     @admin.display(description="Started by", ordering="trigger")
     def started_by(self, obj: JobRun) -> str:
@@ -488,13 +515,20 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             f"{obj.get_trigger_display()}: {obj.triggered_by}" if obj.triggered_by else obj.trigger
         )
 
-    @admin.display(description="Created (UTC)", ordering="created_at")
+    @admin.display(description="Created", ordering="created_at")
     def created_display(self, obj: JobRun) -> str:
         return f"{obj.created_at:%Y-%m-%d %H:%M:%S}"
 
-    @admin.display(description="Counts (done/ok/failed/skipped)")
+    @admin.display(description="Counts")
     def counts_short(self, obj: JobRun) -> str:
-        return f"{obj.processed}/{obj.succeeded}/{obj.failed}/{obj.skipped}"
+        """processed/succeeded/failed/skipped, named on hover."""
+        return format_html(
+            '<span title="processed / succeeded / failed / skipped">{}/{}/{}/{}</span>',
+            obj.processed,
+            obj.succeeded,
+            obj.failed,
+            obj.skipped,
+        )
 
     @admin.display(description="Duration")
     def duration_display(self, obj: JobRun) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
+from jobs import run_log
 from jobs.models import JobItemFailure, JobRun
 
 COUNT_FIELDS = ("processed", "succeeded", "failed", "skipped")
@@ -74,8 +75,12 @@ class JobContext:
         if final or now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL:
             self._last_progress_write = now
             JobRun.objects.filter(pk=self.run.pk).update(
-                progress_done=done, progress_total=total, heartbeat_at=timezone.now()
+                progress_done=done,
+                progress_total=total,
+                heartbeat_at=timezone.now(),
+                **self.counts,  # so a running run's page shows its counts so far
             )
+            run_log.flush(self.run.pk)
 
     def count(self, **n: int) -> None:
         """Add to the run's counts (processed, succeeded, failed, skipped)."""

@@ -72,15 +72,28 @@ class RunLogCapture(logging.Handler):
             self._writing = False
 
 
+_active: dict[int, RunLogCapture] = {}
+
+
 def attach(run_id: int) -> RunLogCapture:
     capture = RunLogCapture(run_id)
     logging.getLogger().addHandler(capture)
+    _active[run_id] = capture
     return capture
 
 
 def detach(capture: RunLogCapture) -> None:
     logging.getLogger().removeHandler(capture)
+    _active.pop(int(capture.run_id), None)
     capture.flush_to_db(force=True)
+
+
+def flush(run_id: int) -> None:
+    """Write a running run's new lines (at most every FLUSH_INTERVAL), so its
+    page shows them while it runs; called with its progress writes."""
+    capture = _active.get(run_id)
+    if capture is not None:
+        capture.flush_to_db()
 
 
 def lines_of(run_id: int) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ the page is read while the run is really running.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -137,6 +138,7 @@ def test_a_running_runs_progress_updates_without_reloading(
     def slow(ctx):
         page = BROWSER["page"]
         for done in range(1, 7):
+            logging.getLogger("tests.console").info("working on item %s", done)
             ctx.count(processed=1)
             ctx.progress(done, 6)
             if done == 1:
@@ -148,6 +150,8 @@ def test_a_running_runs_progress_updates_without_reloading(
                 assert page.evaluate("window.__stillTheSamePage") is True
                 assert "items/s" in page.locator("#run-live").inner_text()
                 assert "ETA" in page.locator("#run-live").inner_text()
+                assert "processed 4" in page.locator("#run-live").inner_text()
+                expect(page.locator("#run-log")).to_contain_text("working on item 1")
                 page.screenshot(path=screenshot_dir / "console-live-progress.png", full_page=True)
         return {"done": 6}
 
@@ -187,3 +191,24 @@ def test_the_overview_after_failing_dry_runs(page, operator, register_job, scree
     cleanup.get_by_role("button", name="Resume").click()
     assert "resumed" in page.locator(".messagelist").inner_text()
     assert page.locator("#job-maintenancecleanup .job-health").inner_text() == "healthy"
+
+
+def test_the_runs_list_fits_a_1366_pixel_screen(page, operator, screenshot_dir):
+    for n in range(30):
+        JobRunFactory(
+            job="billing.generate_monthly_invoices",
+            tenant=f"org_{n:05d}",
+            status=RunStatus.PARTIAL,
+            triggered_by="a-rather-long-operator-name",
+            processed=123456,
+            succeeded=123000,
+            failed=456,
+        )
+    page.set_viewport_size({"width": 1366, "height": 768})
+    log_in(page, "operator", next_path=reverse("admin:jobs_jobrun_changelist"))
+
+    for header in ("Created", "Duration", "Counts"):
+        box = page.get_by_role("columnheader", name=header).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1366, header
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366
+    page.screenshot(path=screenshot_dir / "console-runs-list-1366.png", full_page=True)
