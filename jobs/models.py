@@ -86,8 +86,9 @@ class JobRun(models.Model):
     only_items = models.JSONField(null=True, blank=True)
     # Asked by staff while it ran; the job stops at its next boundary.
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
-    cancel_requested_by = models.CharField(max_length=150, blank=True, default="")
-    cancel_reason = models.TextField(blank=True, default="")
+    # Database defaults too, so rows written by plain SQL (bench seeds) need not name them.
+    cancel_requested_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    cancel_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -33,8 +33,29 @@ def seed() -> None:
     from bench.workloads import expire_subscriptions, metrics_scrape, purge_audit_trail
 
     t = table_names()
-    expire_subscriptions.seed()
-    purge_audit_trail.seed()
+    if seeded(t["sub"], 1_000_000) and seeded(t["org"], 10_000):
+        log("subscriptions already seeded; kept")
+    else:
+        expire_subscriptions.seed()
+    if seeded(t["audit"], purge_audit_trail.ROWS):
+        log("audit records already seeded; kept")
+    else:
+        purge_audit_trail.seed()
+    if seeded(t["event"], EVENTS):
+        log("usage events already seeded; kept")
+    else:
+        seed_events(t)
+    metrics_scrape.seed(JOB_RUNS)
+
+
+def seeded(table: str, rows: int) -> bool:
+    """The table holds about `rows` rows already (a rerun keeps a seed it can use)."""
+    with connection.cursor() as c:
+        c.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} LIMIT %s) s", [rows])
+        return c.fetchone()[0] >= rows
+
+
+def seed_events(t: dict[str, str]) -> None:
     with connection.cursor() as c:
         c.execute(f"TRUNCATE {t['event']}, {t['metric']} RESTART IDENTITY CASCADE")
         seed_usage_metrics(c)
@@ -48,7 +69,6 @@ def seed() -> None:
             {"n": EVENTS},
         )
     settle(t["event"], t["metric"])
-    metrics_scrape.seed(JOB_RUNS)
 
 
 def median_ms(fn: Callable[[], object]) -> float:
