@@ -468,6 +468,16 @@ class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     ]
 
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        """Newest first, led by the filtered column so PostgreSQL walks that
+        column's list index (a rare job or status would otherwise cost a
+        backward walk of the whole history's index)."""
+        if request.GET.get("job"):
+            return ["job", "-created_at", "-id"]
+        if request.GET.get("status__exact"):
+            return ["status", "-created_at", "-id"]
+        return ["-created_at", "-id"]
+
     def get_inline_instances(
         self, request: HttpRequest, obj: JobRun | None = None
     ) -> list[admin.options.InlineModelAdmin]:

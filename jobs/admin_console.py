@@ -261,7 +261,7 @@ def charts_page(request: HttpRequest) -> HttpResponse:
     figures = []
     durations: list[dict[str, Any]] = []
     for label, hours in WINDOWS.items():
-        data = console_stats.activity(job=job, hours=hours)
+        data = console_stats.activity(job=job, hours=hours, with_durations=hours == 24)
         if hours == 24:
             durations = data.durations
         figures.append(

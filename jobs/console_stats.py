@@ -35,7 +35,9 @@ class Activity:
     durations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def activity(*, job: str = "", hours: int = 24, now: datetime | None = None) -> Activity:
+def activity(
+    *, job: str = "", hours: int = 24, now: datetime | None = None, with_durations: bool = False
+) -> Activity:
     """Real (not dry) runs of the last `hours` hours, of one job or all."""
     now = (now or timezone.now()).replace(minute=0, second=0, microsecond=0)
     start = now - timedelta(hours=hours - 1)
@@ -60,7 +62,10 @@ def activity(*, job: str = "", hours: int = 24, now: datetime | None = None) -> 
             by_outcome[row["status"]][i] += row["n"]
         processed[i] += row["items"] or 0
     return Activity(
-        hours=slots, by_outcome=by_outcome, processed=processed, durations=durations(runs)
+        hours=slots,
+        by_outcome=by_outcome,
+        processed=processed,
+        durations=durations(runs) if with_durations else [],
     )
 
 

@@ -118,6 +118,7 @@ class JobRun(models.Model):
             # The admin's runs list: newest first, unfiltered and by job.
             models.Index(fields=["-created_at", "-id"], name="jobrun_list_idx"),
             models.Index(fields=["job", "-created_at", "-id"], name="jobrun_job_list_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="jobrun_status_list_idx"),
         ]
         permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db import connection
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from jobs.humanize import cron_in_words
@@ -27,7 +28,7 @@ def schedules_with_last_run() -> QuerySet[ScheduleState]:
 
     Annotated in SQL so the changelist costs one query, not one per row.
     """
-    latest = JobRun.objects.filter(job=OuterRef("job")).order_by("-id")
+    latest = JobRun.objects.filter(job=OuterRef("job")).order_by("job", "-created_at", "-id")
     return ScheduleState.objects.select_related("schedule").annotate(
         last_run_id=Subquery(latest.values("id")[:1]),
         last_run_status=Subquery(latest.values("status")[:1]),
@@ -131,10 +132,10 @@ class Overview:
 def job_overview(*, now: datetime | None = None) -> Overview:
     """Every registered job with its schedule, last outcomes and what runs now.
 
-    Four queries: schedule states, one GROUP BY over JobRun, the latest runs it
-    points at, and the runs running now. "Latest" is the highest id, as ids
-    grow with `created_at`. Dry runs say nothing about health: they are
-    neither a job's last outcome, its last success nor its failures.
+    Four queries: schedule states, one of index lookups per job over JobRun
+    (latest_run_ids), the latest runs it points at, and the runs running now.
+    Dry runs say nothing about health: they are neither a job's last
+    outcome, its last success nor its failures.
     """
     now = now or timezone.now()
     specs = all_jobs()
@@ -143,27 +144,12 @@ def job_overview(*, now: datetime | None = None) -> Overview:
         state.job: state
         for state in ScheduleState.objects.select_related("schedule").filter(job__in=names)
     }
-    stats = {
-        row["job"]: row
-        for row in JobRun.objects.filter(job__in=names)
-        .values("job")
-        .annotate(
-            last_id=Max("id"),
-            last_real_id=Max("id", filter=Q(dry_run=False)),
-            last_outcome_id=Max("id", filter=Q(status__in=OUTCOME_STATUSES, dry_run=False)),
-            last_success_at=Max("finished_at", filter=Q(status=RunStatus.SUCCEEDED, dry_run=False)),
-            failures_24h=Count(
-                "id",
-                filter=Q(
-                    status__in=FAILING_STATUSES,
-                    dry_run=False,
-                    created_at__gte=now - timedelta(hours=24),
-                ),
-            ),
-        )
-        .order_by()
+    stats = latest_run_ids(names, since=now - timedelta(hours=24))
+    wanted = {
+        row[key]
+        for row in stats.values()
+        for key in ("last_id", "last_outcome_id", "last_success_id")
     }
-    wanted = {row[key] for row in stats.values() for key in ("last_id", "last_outcome_id")}
     wanted.discard(None)
     runs = JobRun.objects.in_bulk(wanted) if wanted else {}
     running: dict[str, list[JobRun]] = {}
@@ -182,7 +168,7 @@ def job_overview(*, now: datetime | None = None) -> Overview:
                 state=state,
                 last_run=runs.get(row.get("last_id")),
                 last_outcome=runs.get(row.get("last_outcome_id")),
-                last_success_at=row.get("last_success_at"),
+                last_success_at=getattr(runs.get(row.get("last_success_id")), "finished_at", None),
                 failures_24h=row.get("failures_24h", 0),
                 running=running.get(spec.name, []),
                 overdue=state is not None and is_overdue(state.schedule, state, now=now),
@@ -190,3 +176,36 @@ def job_overview(*, now: datetime | None = None) -> Overview:
             )
         )
     return Overview(jobs=rows, now=now)
+
+
+def latest_run_ids(names: list[str], *, since: datetime) -> dict[str, dict[str, int | None]]:
+    """Per job: its latest run, latest real run, latest real outcome, latest
+    real success (by finish) and real failures since `since`, in one query of
+    correlated index lookups (the list indexes on job and created_at, and
+    job/status/finished_at), not a GROUP BY over the whole history."""
+    if not names:
+        return {}
+    table = connection.ops.quote_name(JobRun._meta.db_table)
+    # Led by the index's own columns, so the planner takes (job, created_at,
+    # id) for a job with few runs, not a backward walk of the whole history.
+    newest = "ORDER BY r.job, r.created_at DESC, r.id DESC LIMIT 1"
+    outcomes = ", ".join(f"'{s.value}'" for s in OUTCOME_STATUSES)
+    failing = ", ".join(f"'{s.value}'" for s in FAILING_STATUSES)
+    real = "r.job = n.job AND r.dry_run = %s"
+    names_sql = " UNION ALL ".join(["SELECT %s AS job"] * len(names))
+    sql = f"""
+        SELECT n.job,
+            (SELECT r.id FROM {table} r WHERE r.job = n.job {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} AND r.status IN ({outcomes}) {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} AND r.status = '{RunStatus.SUCCEEDED.value}'
+                AND r.finished_at IS NOT NULL ORDER BY r.job, r.status, r.finished_at DESC LIMIT 1),
+            (SELECT count(*) FROM {table} r WHERE {real} AND r.status IN ({failing})
+                AND r.created_at >= %s)
+        FROM ({names_sql}) n"""
+    params = [False, False, False, False, since, *names]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    keys = ("last_id", "last_real_id", "last_outcome_id", "last_success_id", "failures_24h")
+    return {job: dict(zip(keys, values, strict=True)) for job, *values in rows}
