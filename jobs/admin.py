@@ -40,7 +40,7 @@ from jobs.models import (
 from jobs.paginator import EstimatedCountPaginator
 from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
-from jobs.selectors import schedules_with_last_run
+from jobs.selectors import latest_run
 
 # The index and the changelist call them job schedules; ScheduleState is an
 # implementation name. (Better in ScheduleState.Meta, which the admin does not own.)
@@ -131,7 +131,7 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduleState]:
-        return schedules_with_last_run()
+        return ScheduleState.objects.select_related("schedule")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # `manage.py sync_schedules` creates schedules from the registry
@@ -166,13 +166,14 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
 
     @admin.display(description="Last run")
     def last_run(self, obj: ScheduleState) -> str:
-        run_id = getattr(obj, "last_run_id", None)
-        if run_id is None:
+        """One lookup per schedule row (a page holds a few dozen jobs at most)."""
+        last = latest_run(obj.job)
+        if last is None:
             return "never run"
         return format_html(
             "{} {} UTC",
-            run_link(run_id, obj.last_run_status),
-            f"{obj.last_run_at:%Y-%m-%d %H:%M:%S}",
+            run_link(last["id"], last["status"]),
+            f"{last['created_at']:%Y-%m-%d %H:%M:%S}",
         )
 
     @admin.display(description="Paused", ordering="paused")

@@ -36,6 +36,18 @@ def schedules_with_last_run() -> QuerySet[ScheduleState]:
     )
 
 
+def latest_run(job: str) -> dict | None:
+    """A job's latest run (id, status, created_at): one index lookup planned
+    for that job, which a correlated subquery over every job's rows is not
+    on PostgreSQL (it walks the whole history for a job with few runs)."""
+    return (
+        JobRun.objects.filter(job=job)
+        .order_by("-created_at", "-id")
+        .values("id", "status", "created_at")
+        .first()
+    )
+
+
 @dataclass
 class JobHealth:
     """One row of the overview: what a person needs to see about one job."""
@@ -186,24 +198,26 @@ def latest_run_ids(names: list[str], *, since: datetime) -> dict[str, dict[str, 
     if not names:
         return {}
     table = connection.ops.quote_name(JobRun._meta.db_table)
-    # Led by the index's own columns, so the planner takes (job, created_at,
-    # id) for a job with few runs, not a backward walk of the whole history.
-    newest = "ORDER BY r.job, r.created_at DESC, r.id DESC LIMIT 1"
+    newest = "ORDER BY r.created_at DESC, r.id DESC LIMIT 1"
     outcomes = ", ".join(f"'{s.value}'" for s in OUTCOME_STATUSES)
     failing = ", ".join(f"'{s.value}'" for s in FAILING_STATUSES)
-    real = "r.job = n.job AND r.dry_run = %s"
-    names_sql = " UNION ALL ".join(["SELECT %s AS job"] * len(names))
-    sql = f"""
-        SELECT n.job,
-            (SELECT r.id FROM {table} r WHERE r.job = n.job {newest}),
+    real = "r.job = %s AND r.dry_run = %s"
+    # One SELECT per job, its name a value rather than a column of an outer
+    # query: PostgreSQL then plans each lookup for that job (its statistics
+    # say a job with no runs has none), not for "any job".
+    block = f"""
+        SELECT %s,
+            (SELECT r.id FROM {table} r WHERE r.job = %s {newest}),
             (SELECT r.id FROM {table} r WHERE {real} {newest}),
             (SELECT r.id FROM {table} r WHERE {real} AND r.status IN ({outcomes}) {newest}),
             (SELECT r.id FROM {table} r WHERE {real} AND r.status = '{RunStatus.SUCCEEDED.value}'
-                AND r.finished_at IS NOT NULL ORDER BY r.job, r.status, r.finished_at DESC LIMIT 1),
+                AND r.finished_at IS NOT NULL ORDER BY r.finished_at DESC LIMIT 1),
             (SELECT count(*) FROM {table} r WHERE {real} AND r.status IN ({failing})
-                AND r.created_at >= %s)
-        FROM ({names_sql}) n"""
-    params = [False, False, False, False, since, *names]
+                AND r.created_at >= %s)"""
+    sql = " UNION ALL ".join([block] * len(names))
+    params: list[object] = []
+    for name in names:
+        params += [name, name, name, False, name, False, name, False, name, False, since]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
