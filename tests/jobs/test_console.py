@@ -469,3 +469,22 @@ def test_money_is_shown_in_major_units_with_its_currency():
         summary_rows({"revenue_minor": {"EUR": 647313}, "total_minor": 39950, "currency": "USD"})
     )
     assert rows == {"Revenue": "EUR 6,473.13", "Total": "USD 399.50", "Currency": "USD"}
+
+
+@pytest.mark.postgres
+def test_the_paginator_estimates_an_unfiltered_count_from_the_planner(monkeypatch):
+    from django.db import connection
+
+    from jobs import paginator
+
+    JobRunFactory.create_batch(3, job="tests.anything")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_jobrun")
+    monkeypatch.setattr(paginator, "ESTIMATE_FROM", 0)
+    monkeypatch.setattr(paginator, "COUNT_CAP", 2)
+
+    everything = paginator.EstimatedCountPaginator(JobRun.objects.order_by("-id"), 50)
+    filtered = paginator.EstimatedCountPaginator(JobRun.objects.filter(job="tests.anything"), 50)
+
+    assert everything.count == paginator.estimated_rows("jobs_jobrun") == 3
+    assert filtered.count == 2  # capped, not COUNT(*) of every match
