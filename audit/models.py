@@ -52,6 +52,8 @@ class AuditTrail(models.Model):
             # record, not per listed id (a GIN entry per id cost as much as
             # the rows it saved).
             models.Index(fields=["tenant", "object_type", "at"], name="audit_tenant_idx"),
+            # The admin's list, newest first.
+            models.Index(fields=["-at", "-id"], name="audit_list_idx"),
             # "What did this actor do?"
             models.Index(fields=["actor", "at"], name="audit_actor_idx"),
             # The retention purge: "which rows are older than the cutoff?"

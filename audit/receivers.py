@@ -39,6 +39,18 @@ def _changes(action: JobAction) -> dict[str, Any]:
         if action.action == "api_key_create":
             return {"key": [None, detail.get("key")], "scopes": [None, detail.get("scopes")]}
         return {"revoked": [False, True]}
+    if action.action in ("cancel", "cancel_requested"):
+        after = "canceled" if action.action == "cancel" else "cancel requested"
+        return {
+            "status": [detail.get("status_before"), after],
+            "cancel_reason": ["", detail.get("reason", "")],
+        }
+    if action.action == "confirmed":
+        return {
+            "confirmed": [False, True],
+            "reason": ["", detail.get("reason", "")],
+            "preview_run": [None, detail.get("preview_run")],
+        }
     if action.action == "refuse_schedule":
         return {"refused_func": [None, detail.get("func")], "repeats": [None, 0]}
     return {

@@ -19,12 +19,20 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django_q import admin as django_q_admin
 from django_q.admin import ScheduleAdmin as DjangoQScheduleAdmin
 from django_q.models import Failure, OrmQ, Schedule, Success, Task
 
 # admin_alerts, admin_notices and admin_schedules register their pages when imported.
-from jobs import admin_alerts, admin_notices, admin_schedules, admin_views  # noqa: F401
+from jobs import (  # noqa: F401
+    admin_alerts,
+    admin_console,
+    admin_notices,
+    admin_schedules,
+    admin_views,
+    humanize,
+)
 from jobs.admin_readonly import ReadOnlyAdminMixin
 from jobs.admin_selfcare import RunAttemptFieldsMixin
 from jobs.api_keys import KEY_PATTERN, create_api_key, record_key_change, revoke_api_key
@@ -38,9 +46,10 @@ from jobs.models import (
     RunStatus,
     ScheduleState,
 )
+from jobs.paginator import EstimatedCountPaginator
 from jobs.registry import all_jobs, get_job
 from jobs.schedules import set_cron, upcoming
-from jobs.selectors import schedules_with_last_run
+from jobs.selectors import latest_run
 
 # The index and the changelist call them job schedules; ScheduleState is an
 # implementation name. (Better in ScheduleState.Meta, which the admin does not own.)
@@ -52,6 +61,8 @@ STATUS_COLOURS = {
     RunStatus.PARTIAL: "#b26a00",
     RunStatus.FAILED: "#ba2121",
     RunStatus.SKIPPED: "#666",
+    RunStatus.CANCELED: "#6b4e16",
+    RunStatus.INTERRUPTED: "#b26a00",
 }
 
 
@@ -129,7 +140,7 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScheduleState]:
-        return schedules_with_last_run()
+        return ScheduleState.objects.select_related("schedule")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # `manage.py sync_schedules` creates schedules from the registry
@@ -141,11 +152,18 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: ScheduleState | None = None) -> bool:
         return False  # `sync_schedules --prune` removes them with their job
 
-    @admin.display(description="cron")
+    @admin.display(description="Cron")
     def cron(self, obj: ScheduleState) -> str:
-        return obj.schedule.cron or "-"
+        """The expression, and in words in the scheduler's time zone."""
+        if not obj.schedule.cron:
+            return "-"
+        return format_html(
+            '<code>{}</code><div class="help">{}</div>',
+            obj.schedule.cron,
+            humanize.cron_in_words(obj.schedule.cron),
+        )
 
-    @admin.display(description="next 5 runs (UTC)")
+    @admin.display(description="Next 5 runs (UTC)")
     def next_runs(self, obj: ScheduleState) -> str:
         times = upcoming(obj.schedule, 5)
         if not times:
@@ -155,23 +173,26 @@ class ScheduleStateAdmin(RunJobPermissionMixin, admin.ModelAdmin):
             return format_html("<s>{}</s> (paused)", listed)
         return listed
 
-    @admin.display(description="last run")
+    @admin.display(description="Last run")
     def last_run(self, obj: ScheduleState) -> str:
-        run_id = getattr(obj, "last_run_id", None)
-        if run_id is None:
+        """One lookup per schedule row (a page holds a few dozen jobs at most)."""
+        last = latest_run(obj.job)
+        if last is None:
             return "never run"
         return format_html(
-            "{} {}", run_link(run_id, obj.last_run_status), f"{obj.last_run_at:%Y-%m-%d %H:%M}"
+            "{} {} UTC",
+            run_link(last["id"], last["status"]),
+            f"{last['created_at']:%Y-%m-%d %H:%M:%S}",
         )
 
-    @admin.display(description="paused", ordering="paused")
+    @admin.display(description="Paused", ordering="paused")
     def pause_state(self, obj: ScheduleState) -> str:
         if not obj.paused:
             return "active"
         return format_html(
             "paused by <strong>{}</strong> since {} UTC: {}",
             obj.paused_by,
-            f"{obj.paused_at:%Y-%m-%d %H:%M}",
+            f"{obj.paused_at:%Y-%m-%d %H:%M:%S}",
             obj.pause_reason,
         )
 
@@ -330,8 +351,11 @@ class JobFilter(admin.SimpleListFilter):
     parameter_name = "job"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        """From the registry, not `SELECT DISTINCT job` over the whole history;
+        a removed job's name still filters when typed in the URL (?job=...)."""
         names = {spec.name for spec in all_jobs()}
-        names.update(JobRun.objects.values_list("job", flat=True).distinct())
+        if self.value():
+            names.add(self.value())
         return [(name, name) for name in sorted(names)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
@@ -387,17 +411,16 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "job",
         "tenant",
         "status_badge",
-        "trigger",
-        "triggered_by",
-        "dry_run",
-        "created_at",
+        "started_by",
+        "created_display",
         "duration_display",
-        "counts_display",
+        "counts_short",
     ]
     list_display_links = ["id", "job"]
-    list_filter = [JobFilter, "status", "tenant", "trigger", "dry_run", "created_at"]
-    search_fields = ["job", "tenant", "task_id"]
+    list_filter = [JobFilter, "status", "trigger", "dry_run", "created_at"]
+    search_fields = ["job__startswith", "tenant__startswith", "task_id__exact"]
     list_per_page = 50
+    paginator = EstimatedCountPaginator
     show_full_result_count = False  # COUNT(*) over a large history on every page
     inlines = [JobItemFailureInline, JobChunkInline]
     fieldsets = [
@@ -421,7 +444,6 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             {
                 "fields": [
                     "counts_display",
-                    "progress_display",
                     "summary_display",
                     "error_display",
                 ]
@@ -431,15 +453,16 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             "Timing",
             {
                 "fields": [
-                    "created_at",
-                    "started_at",
-                    "finished_at",
+                    "created_when",
+                    "started_when",
+                    "finished_when",
                     "duration_display",
-                    "heartbeat_at",
+                    "heartbeat_when",
                     "attempts",
                     "attempt_display",
                     "next_attempt_display",
                     "waiting_for",
+                    "cancel_display",
                 ]
             },
         ),
@@ -458,7 +481,16 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         ),
     ]
 
-    @admin.display(description="status", ordering="status")
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        """Newest first, led by the filtered column so PostgreSQL walks that
+        column's list index (a rare job or status would otherwise cost a
+        backward walk of the whole history's index)."""
+        if request.GET.get("job"):
+            return ["job", "-created_at", "-id"]
+        if request.GET.get("status__exact"):
+            return ["status", "-created_at", "-id"]
+        return ["-created_at", "-id"]
+
     def get_inline_instances(
         self, request: HttpRequest, obj: JobRun | None = None
     ) -> list[admin.options.InlineModelAdmin]:
@@ -468,36 +500,95 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             inlines = [i for i in inlines if not isinstance(i, JobChunkInline)]
         return inlines
 
+    @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
+        """A dry run says so beside its status (one column fewer in the list)."""
+        if obj.dry_run:
+            return format_html("{} <small>(dry run)</small>", status_html(obj.status))
         return status_html(obj.status)
 
-    @admin.display(description="duration")
+    @admin.display(description="Created")
+    def created_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.created_at)
+
+    @admin.display(description="Started")
+    def started_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.started_at)
+
+    @admin.display(description="Finished")
+    def finished_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.finished_at)
+
+    @admin.display(description="Last heartbeat")
+    def heartbeat_when(self, obj: JobRun) -> str:
+        return humanize.when(obj.heartbeat_at)
+
+    @admin.display(description="Cancellation")
+    def cancel_display(self, obj: JobRun) -> str:
+        if not obj.cancel_requested_at:
+            return "-"
+        return (
+            f"asked by {obj.cancel_requested_by} at {humanize.when(obj.cancel_requested_at)}: "
+            f"{obj.cancel_reason}"
+        )
+
+    @admin.display(description="Started by", ordering="trigger")
+    def started_by(self, obj: JobRun) -> str:
+        return (
+            f"{obj.get_trigger_display()}: {obj.triggered_by}" if obj.triggered_by else obj.trigger
+        )
+
+    @admin.display(description="Created", ordering="created_at")
+    def created_display(self, obj: JobRun) -> str:
+        return f"{obj.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="Counts")
+    def counts_short(self, obj: JobRun) -> str:
+        """processed/succeeded/failed/skipped, named on hover."""
+        return format_html(
+            '<span title="processed / succeeded / failed / skipped">{}/{}/{}/{}</span>',
+            obj.processed,
+            obj.succeeded,
+            obj.failed,
+            obj.skipped,
+        )
+
+    @admin.display(description="Duration")
     def duration_display(self, obj: JobRun) -> str:
         duration = obj.duration
         if duration is None:
             return "-"
         return f"{duration.total_seconds():.1f} s"
 
-    @admin.display(description="counts")
+    @admin.display(description="Counts")
     def counts_display(self, obj: JobRun) -> str:
         return (
             f"processed {obj.processed} · succeeded {obj.succeeded} · "
             f"failed {obj.failed} · skipped {obj.skipped}"
         )
 
-    @admin.display(description="progress")
+    @admin.display(description="Progress")
     def progress_display(self, obj: JobRun) -> str:
         return progress_text(obj)
 
-    @admin.display(description="params")
+    @admin.display(description="Parameters")
     def params_display(self, obj: JobRun) -> str:
         return pretty_json(obj.params)
 
-    @admin.display(description="summary")
+    @admin.display(description="Summary")
     def summary_display(self, obj: JobRun) -> str:
-        return pretty_json(obj.summary)
+        """Labelled values, money in major units; the raw JSON one click away."""
+        rows = format_html_join(
+            "", "<tr><th scope='row'>{}</th><td>{}</td></tr>", humanize.summary_rows(obj.summary)
+        )
+        return format_html(
+            '<table class="jobs-summary"><tbody>{}</tbody></table>'
+            "<details><summary>Raw JSON</summary>{}</details>",
+            rows or mark_safe("<tr><td>(empty)</td></tr>"),
+            pretty_json(obj.summary),
+        )
 
-    @admin.display(description="error")
+    @admin.display(description="Error")
     def error_display(self, obj: JobRun) -> str:
         if not obj.error:
             return "-"
@@ -513,11 +604,11 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         name = "admin:django_q_success_change" if success else "admin:django_q_failure_change"
         return format_html('<a href="{}">{}</a>', reverse(name, args=[obj.task_id]), obj.task_id)
 
-    @admin.display(description="rerun of")
+    @admin.display(description="Rerun of")
     def rerun_of_link(self, obj: JobRun) -> str:
         return run_link(obj.rerun_of_id)
 
-    @admin.display(description="reruns")
+    @admin.display(description="Reruns")
     def reruns_display(self, obj: JobRun) -> str:
         runs = list(obj.reruns.values_list("id", "status")[:20])
         if not runs:
@@ -534,6 +625,8 @@ class JobRunAdmin(RunAttemptFieldsMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         run = self.get_object(request, object_id)
         context = {
             "can_act": admin_views.can_act(request.user),
+            "can_cancel": run is not None and not run.is_finished,
+            "live": admin_console.run_live_context(run) if run is not None else None,
             "can_rerun_failed_items": run is not None and can_rerun_items(run),
             **(extra_context or {}),
         }

@@ -22,10 +22,11 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from jobs import enqueue, schedules
+from jobs import console_stats, enqueue, schedules
 from jobs.forms import PauseForm
 from jobs.models import JobRun, ScheduleState, Trigger
 from jobs.panels import overview_panels
+from jobs.registry import get_job
 from jobs.selectors import job_overview
 
 RUN_JOB_PERMISSION = "jobs.run_job"
@@ -60,7 +61,28 @@ def run_url(run: JobRun) -> str:
 
 
 def start_run(request: HttpRequest, job: str, *, dry_run: bool) -> JobRun | None:
-    """Enqueue a run of `job` with its default params; report the outcome as a message."""
+    """Enqueue a run of `job` with its default params; report the outcome as a message.
+
+    A job whose real run changes what customers see is not started by one
+    click: the message sends the reader to "Run now…" and its preview."""
+    if not dry_run:
+        try:
+            spec = get_job(job)
+        except LookupError as exc:
+            messages.error(request, f"{job}: not run: {exc}")
+            return None
+        if spec.needs_confirmation:
+            messages.warning(
+                request,
+                format_html(
+                    '{}: not run: a real run {}; start it from <a href="{}">Run now…</a>, '
+                    "which previews it first.",
+                    job,
+                    spec.impact,
+                    reverse("jobs_start", args=[job]),
+                ),
+            )
+            return None
     try:
         run, _ = enqueue.enqueue_run(
             job,
@@ -124,11 +146,19 @@ def overview(request: HttpRequest) -> HttpResponse:
     `jobs.view_jobrun` (or `jobs.run_job`): it shows every job's runs."""
     if not (request.user.has_perm(VIEW_PERMISSION) or can_act(request.user)):
         raise PermissionDenied("you need the jobs.view_jobrun permission")
+    if request.GET.get("fragment"):
+        return TemplateResponse(
+            request,
+            "admin/jobs/_overview_body.html",
+            {"overview": job_overview(), "can_act": can_act(request.user)},
+        )
     context = {
         **admin.site.each_context(request),
         "title": "Jobs overview",
         "overview": job_overview(),
         "panels": overview_panels(),
+        "queues": console_stats.queue_depths(),
+        "clusters": console_stats.clusters(),
         "background_jobs_enabled": settings.BACKGROUND_JOBS_ENABLED,
         "can_act": can_act(request.user),
     }

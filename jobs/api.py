@@ -21,7 +21,9 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
+from jobs import run_log
 from jobs.api_auth import ApiAuthError, ApiClient, authenticate, require_scope
+from jobs.cancel import NotCancelable, cancel_run
 from jobs.enqueue import IdempotencyConflict, enqueue_run
 from jobs.models import JobItemFailure, JobRun, Trigger
 from jobs.notices import clean_notify
@@ -143,15 +145,48 @@ def start_run(request: HttpRequest, name: str) -> JsonResponse:
     return response
 
 
-@api_view("GET")
-def run_status(request: HttpRequest, run_id: str) -> JsonResponse:
-    """A run's state, counts, summary and errors, for a client polling it."""
+def _run_or_404(run_id: str) -> JobRun:
     pk = int(run_id) if len(run_id) <= 19 else 0
     run = JobRun.objects.filter(pk=pk).first() if 0 < pk <= MAX_RUN_ID else None
     if run is None:
         raise BadRequest(f"no run with id {run_id[:40]}", status=404)
+    return run
+
+
+@api_view("GET")
+def run_status(request: HttpRequest, run_id: str) -> JsonResponse:
+    """A run's state, counts, summary and errors, for a client polling it;
+    `?log=1` adds the lines the run logged (INFO and up, the latest ones)."""
+    run = _run_or_404(run_id)
     require_scope(client_of(request), f"jobs:read:{run.job}")
-    return JsonResponse(describe_run(run))
+    described = describe_run(run)
+    if request.GET.get("log") not in (None, "", "0", "false"):
+        described["log"] = run_log.lines_of(run.pk)
+    return JsonResponse(described)
+
+
+MAX_REASON = 2000
+
+
+@api_view("POST")
+def cancel(request: HttpRequest, run_id: str) -> JsonResponse:
+    """Cancel a queued run, or ask a running one to stop at its next boundary.
+    Needs the scope that starts the job (`jobs:run:<job>`); body `{"reason": ...}`."""
+    run = _run_or_404(run_id)
+    client = client_of(request)
+    require_scope(client, f"jobs:run:{run.job}")
+    body = read_json_body(request)
+    if not isinstance(body, dict) or set(body) - {"reason"}:
+        raise BadRequest('request body must be {"reason": "..."}')
+    _check_strings(body)
+    reason = body.get("reason") or ""
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadRequest("reason is required: it is recorded with the cancellation", field="reason")
+    try:
+        outcome = cancel_run(run, actor=client.name, reason=reason[:MAX_REASON])
+    except NotCancelable as exc:
+        raise BadRequest(str(exc), status=409, status_now=run.status) from None
+    return JsonResponse({"run_id": run.pk, "outcome": outcome, "status": run.status}, status=202)
 
 
 @api_view("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -195,6 +230,11 @@ def describe_run(run: JobRun) -> dict[str, Any]:
         "summary": run.summary,
         "errors": errors,
         "errors_truncated": len(failures) > MAX_ERRORS,
+        "cancel_requested": (
+            {"by": run.cancel_requested_by, "reason": run.cancel_reason}
+            if run.cancel_requested_at
+            else None
+        ),
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),

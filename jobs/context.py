@@ -11,10 +11,21 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
+from jobs import run_log
 from jobs.models import JobItemFailure, JobRun
 
 COUNT_FIELDS = ("processed", "succeeded", "failed", "skipped")
 PROGRESS_WRITE_INTERVAL = 1.0  # seconds between progress writes to the database
+CANCEL_CHECK_INTERVAL = 0.5  # seconds between looks at the run's cancellation flag
+
+
+class RunCanceled(BaseException):
+    """Raised at an item or batch boundary once staff asked the run to stop.
+
+    A BaseException, like KeyboardInterrupt, so a job's `except Exception`
+    around one item does not swallow it; the runner ends the run `canceled`
+    with its counts so far and its checkpoint (jobs.cancel).
+    """
 
 
 class JobAborted(Exception):
@@ -60,6 +71,8 @@ class JobContext:
         self.log = logging.getLogger(f"jobs.run.{run.job}")
         self._on_progress = on_progress
         self._last_progress_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancel_requested = False
 
     @property
     def actor(self) -> str:
@@ -79,8 +92,12 @@ class JobContext:
         if final or now - self._last_progress_write >= PROGRESS_WRITE_INTERVAL:
             self._last_progress_write = now
             JobRun.objects.filter(pk=self.run.pk).update(
-                progress_done=done, progress_total=total, heartbeat_at=timezone.now()
+                progress_done=done,
+                progress_total=total,
+                heartbeat_at=timezone.now(),
+                **self.counts,  # so a running run's page shows its counts so far
             )
+            run_log.flush(self.run.pk)
 
     def count(self, **n: int) -> None:
         """Add to the run's counts (processed, succeeded, failed, skipped)."""
@@ -106,9 +123,33 @@ class JobContext:
         return self.only_items is None or str(key) in self.only_items
 
     def checkpoint(self, state: Any) -> None:
-        """Persist resumable state now, so a rerun after a crash continues."""
+        """Persist resumable state now, so a rerun after a crash continues.
+
+        A batch boundary: once the state is saved, a requested cancellation
+        stops the run here (RunCanceled), and a rerun continues from `state`.
+        """
         JobRun.objects.filter(pk=self.run.pk).update(checkpoint=state, heartbeat_at=timezone.now())
         self.run.checkpoint = state
+        self.raise_if_cancelled()
+
+    def cancelled(self) -> bool:
+        """True once staff asked this run to stop (looked up at most every
+        CANCEL_CHECK_INTERVAL seconds). A job stops at its next item or batch
+        boundary, keeping what it did: `raise_if_cancelled()` does that."""
+        if self._cancel_requested:
+            return True
+        now = time.monotonic()
+        if self._last_cancel_check and now - self._last_cancel_check < CANCEL_CHECK_INTERVAL:
+            return False
+        self._last_cancel_check = now
+        self._cancel_requested = JobRun.objects.filter(
+            pk=self.run.pk, cancel_requested_at__isnull=False
+        ).exists()
+        return self._cancel_requested
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled():
+            raise RunCanceled(f"run #{self.run.pk} canceled")
 
     def fan_out(self, target: str, *, items: Any, chunk_size: int, **options: Any) -> Any:
         """Process `items` in chunks on cluster workers (see jobs.fanout.fan_out)."""

@@ -44,7 +44,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from jobs import shutdown
-from jobs.context import COUNT_FIELDS, JobContext
+from jobs.context import COUNT_FIELDS, JobContext, RunCanceled
 from jobs.logging import job_log_context
 from jobs.models import ChunkStatus, JobChunk, JobRun, RunStatus
 from jobs.params import coerce_params
@@ -211,6 +211,9 @@ def _run_in_process(
     result = FanOutResult(chunks=len(parts))
     done = 0
     for index, part in enumerate(parts):
+        if ctx.cancelled():  # a chunk boundary: the run keeps what its chunks did
+            ctx.count(**result.counts)
+            ctx.raise_if_cancelled()
         chunk_ctx = ChunkContext(run=ctx.run, tenant=ctx.tenant, params=ctx.params, index=index)
         summary = func(chunk_ctx, part) or {}
         for name in COUNT_FIELDS:
@@ -222,16 +225,44 @@ def _run_in_process(
 
 
 def _ensure_chunks(run: JobRun, parts: list[list[Any]]) -> list[int]:
-    """The run's chunks: made now, or (a continued run) the ones made before."""
+    """The run's chunks: made now, or (a continued run) the ones made before;
+    a rerun of a canceled run takes over its chunks, done ones as done."""
     existing = list(JobChunk.objects.filter(run=run).values_list("pk", flat=True))
     if existing:
         logger.info("run #%s continues with its %s chunks", run.pk, len(existing))
         return existing
+    previous = run.rerun_of
+    if previous is not None and previous.status == RunStatus.CANCELED:
+        old = list(JobChunk.objects.filter(run=previous).order_by("index"))
+        if old:
+            with transaction.atomic():
+                made = JobChunk.objects.bulk_create([_continued(run, chunk) for chunk in old])
+            logger.info("run #%s continues the chunks of canceled run #%s", run.pk, previous.pk)
+            return [c.pk for c in made]
     with transaction.atomic():
         made = JobChunk.objects.bulk_create(
             [JobChunk(run=run, index=i, items=part) for i, part in enumerate(parts)]
         )
     return [c.pk for c in made]
+
+
+def _continued(run: JobRun, chunk: JobChunk) -> JobChunk:
+    """A canceled run's chunk carried into its rerun: done stays done."""
+    if chunk.status == ChunkStatus.DONE:
+        return JobChunk(
+            run=run,
+            index=chunk.index,
+            items=chunk.items,
+            status=ChunkStatus.DONE,
+            summary=chunk.summary,
+            processed=chunk.processed,
+            succeeded=chunk.succeeded,
+            failed=chunk.failed,
+            skipped=chunk.skipped,
+            started_at=chunk.started_at,
+            finished_at=chunk.finished_at,
+        )
+    return JobChunk(run=run, index=chunk.index, items=chunk.items)
 
 
 def _enqueue_pending(spec: JobSpec, run: JobRun, target: str, lease_seconds: int) -> None:
@@ -282,7 +313,12 @@ def claim_chunk(
     with transaction.atomic():
         chunk = (
             JobChunk.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(claimable, run_id=run_id, run__status=RunStatus.RUNNING)
+            .filter(
+                claimable,
+                run_id=run_id,
+                run__status=RunStatus.RUNNING,
+                run__cancel_requested_at__isnull=True,  # asked to stop: no new chunk
+            )
             .order_by("index")
             .first()
         )
@@ -340,6 +376,17 @@ def process_chunk(
             )
             logger.warning("chunk %s of run #%s released: cluster stopping", chunk.index, run.pk)
             raise
+        except RunCanceled:
+            # The run was asked to stop: the chunk goes back to pending,
+            # for a rerun to do whole (it continues the run's chunks).
+            JobChunk.objects.filter(pk=chunk.pk, claimed_by=worker).update(
+                status=ChunkStatus.PENDING,
+                claimed_by="",
+                lease_until=None,
+                attempts=F("attempts") - 1,
+            )
+            logger.info("chunk %s of run #%s released: run canceled", chunk.index, run.pk)
+            return
         except Exception as exc:
             status = ChunkStatus.FAILED
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
@@ -369,6 +416,9 @@ def _work_and_wait(
 ) -> FanOutResult:
     deadline = time.monotonic() + wait_timeout
     while True:
+        if ctx.cancelled():  # between chunks; chunks in hand elsewhere finish
+            ctx.count(**gather(ctx.run).counts)  # the run keeps what its chunks did
+            ctx.raise_if_cancelled()
         claim = claim_chunk(ctx.run.pk, lease_seconds=lease_seconds)
         if claim is not None:
             chunk, worker = claim

@@ -70,3 +70,8 @@ class JsonFormatter(_JsonFormatter):
             log_data["traceback"] = traceback
         if stack:
             log_data["stack"] = stack
+
+
+def current_context() -> dict[str, str]:
+    """The job, run id and tenant of the code running now (empty outside a run)."""
+    return _current.get() or {}

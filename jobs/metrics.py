@@ -56,7 +56,13 @@ logger = logging.getLogger(__name__)
 
 LABEL = "job_name"
 OUTCOMES = ("processed", "succeeded", "failed", "skipped")
-FINISHED = (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.SKIPPED)
+FINISHED = (
+    RunStatus.SUCCEEDED,
+    RunStatus.PARTIAL,
+    RunStatus.FAILED,
+    RunStatus.SKIPPED,
+    RunStatus.CANCELED,
+)
 IN_FLIGHT = (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.INTERRUPTED)
 # Upper bounds in seconds: jobs take from a second to a couple of hours.
 DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)

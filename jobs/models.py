@@ -26,6 +26,10 @@ class RunStatus(models.TextChoices):
     # Its cluster shut down before it finished: waiting for the next cluster
     # to continue it from its checkpoint (jobs.cluster, jobs.runner).
     INTERRUPTED = "interrupted", "Interrupted"
+    # Stopped by staff: a queued run before its task ran it, or a running one
+    # at its next item or batch boundary (ctx.cancelled()); counts so far and
+    # checkpoint kept, so a rerun continues (jobs.cancel).
+    CANCELED = "canceled", "Canceled"
 
 
 FINISHED_STATUSES = (
@@ -33,6 +37,7 @@ FINISHED_STATUSES = (
     RunStatus.PARTIAL,
     RunStatus.FAILED,
     RunStatus.SKIPPED,
+    RunStatus.CANCELED,
 )
 
 
@@ -81,16 +86,22 @@ class JobRun(models.Model):
     only_items = models.JSONField(null=True, blank=True)
     # Retry policy (jobs.retry): the attempt of its slot this row is (1, 2, ...),
     # the failed attempt it retries, and when a queued attempt may start.
-    attempt = models.PositiveIntegerField(default=1)
+    # Database defaults too, so rows written by plain SQL (bench seeds) need not name them.
+    attempt = models.PositiveIntegerField(default=1, db_default=1)
     retry_of = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retry"
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # A scheduled slot waiting for another job's run (jobs.dependencies).
-    waiting_for = models.CharField(max_length=300, blank=True, default="")
+    waiting_for = models.CharField(max_length=300, blank=True, default="", db_default="")
     # Which schedule made the slot: "" the job's default one, "custom:<id>" a
     # staff's own (jobs.custom_schedules); part of the slot's identity.
-    schedule_key = models.CharField(max_length=40, blank=True, default="")
+    schedule_key = models.CharField(max_length=40, blank=True, default="", db_default="")
+    # Asked by staff while it ran; the job stops at its next boundary.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Database defaults too, so rows written by plain SQL (bench seeds) need not name them.
+    cancel_requested_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    cancel_reason = models.TextField(blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -119,6 +130,10 @@ class JobRun(models.Model):
             models.Index(fields=["finished_at"], name="jobrun_finished_at_idx"),
             # jobs.retry.send_due_retries: queued attempts whose time has come.
             models.Index(fields=["status", "next_attempt_at"], name="jobrun_next_attempt_idx"),
+            # The admin's runs list: newest first, unfiltered and by job.
+            models.Index(fields=["-created_at", "-id"], name="jobrun_list_idx"),
+            models.Index(fields=["job", "-created_at", "-id"], name="jobrun_job_list_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="jobrun_status_list_idx"),
         ]
         permissions = [("run_job", "Can run, rerun, pause and resume jobs")]
 
@@ -391,6 +406,20 @@ class MetricsWatermark(models.Model):
 
     def __str__(self) -> str:
         return f"folded until {self.folded_until:%Y-%m-%d %H:%M}"
+
+
+class JobRunLog(models.Model):
+    """The lines a run logged while it ran (INFO and up), the last
+    JOBS_RUN_LOG_LINES of them, written by jobs.run_log."""
+
+    run = models.OneToOneField(
+        JobRun, on_delete=models.CASCADE, primary_key=True, related_name="run_log"
+    )
+    lines = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"log of run #{self.run_id} ({len(self.lines)} lines)"
 
 
 # Alert rules, incidents and deliveries live in their own module (jobs.alerts).

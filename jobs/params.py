@@ -51,12 +51,30 @@ class Range:
 
 
 @dataclass(frozen=True)
+class Choices:
+    """The values a parameter may take, `Annotated[str, Choices("a", "b")]`."""
+
+    values: tuple[Any, ...]
+
+    def __init__(self, *values: Any) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in self.values:
+            listed = ", ".join(map(str, self.values))
+            raise ParamError(
+                f"parameter {name!r} must be one of {listed}, got {value!r}", param=name
+            )
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: type
     default: Any = inspect.Parameter.empty
     optional: bool = False  # None is an accepted value
     range: Range | None = None
+    choices: Choices | None = None
 
     @property
     def required(self) -> bool:
@@ -73,6 +91,8 @@ class Param:
         if self.range is not None:
             described["min"] = _jsonable(self.range.ge)
             described["max"] = _jsonable(self.range.le)
+        if self.choices is not None:
+            described["choices"] = [_jsonable(v) for v in self.choices.values]
         return described
 
 
@@ -90,22 +110,26 @@ def params_from_signature(func) -> tuple[Param, ...]:
         if annotation is None:
             raise TypeError(f"{func.__qualname__}: parameter {p.name!r} needs a type")
         base, optional = _unwrap_optional(annotation)
-        base, bounds = _unwrap_range(base)
+        base, bounds, choices = _unwrap_annotated(base)
         if base not in SUPPORTED_TYPES:
             raise TypeError(
                 f"{func.__qualname__}: parameter {p.name!r} has unsupported type {annotation!r}"
             )
         if bounds is not None and base not in (int, float, Decimal):
             raise TypeError(f"{func.__qualname__}: Range on non-numeric parameter {p.name!r}")
-        found.append(Param(p.name, base, p.default, optional, bounds))
+        found.append(Param(p.name, base, p.default, optional, bounds, choices))
     return tuple(found)
 
 
-def _unwrap_range(annotation) -> tuple[Any, Range | None]:
+def _unwrap_annotated(annotation) -> tuple[Any, Range | None, Choices | None]:
     if typing.get_origin(annotation) is typing.Annotated:
         base, *extras = typing.get_args(annotation)
-        return base, next((e for e in extras if isinstance(e, Range)), None)
-    return annotation, None
+        return (
+            base,
+            next((e for e in extras if isinstance(e, Range)), None),
+            next((e for e in extras if isinstance(e, Choices)), None),
+        )
+    return annotation, None, None
 
 
 def _unwrap_optional(annotation) -> tuple[type, bool]:
@@ -152,6 +176,8 @@ def coerce_value(p: Param, value: Any) -> Any:
         ) from None
     if p.range is not None:
         p.range.check(p.name, converted)
+    if p.choices is not None:
+        p.choices.check(p.name, converted)
     return converted
 
 

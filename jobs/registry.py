@@ -38,6 +38,17 @@ class JobSpec:
     after: tuple[Dependency, ...] = ()
     after_timeout: int = 6 * 3600
     tenant_schedules_exclude: bool = False
+    # What a real run changes that a customer sees ("suspends subscriptions,
+    # sends email"); a non-empty impact makes the admin confirm a real start
+    # after showing what a dry run says it will do.
+    impact: str = ""
+    ask_reason: bool = False  # the confirmation asks why (recorded)
+    # summary -> sentence for the confirmation page ("expires 1,234 ...").
+    preview: Callable[[dict[str, Any]], str] | None = None
+
+    @property
+    def needs_confirmation(self) -> bool:
+        return bool(self.impact)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -50,6 +61,7 @@ class JobSpec:
             "supports_item_rerun": self.supports_item_rerun,
             "retry": self.retry.describe(),
             "after": [d.job for d in self.after],
+            "impact": self.impact,
         }
 
 
@@ -67,13 +79,22 @@ def job(
     after: tuple[Dependency | str, ...] = (),
     after_timeout: int = 6 * 3600,
     tenant_schedules_exclude: bool = False,
+    impact: str = "",
+    ask_reason: bool = False,
+    preview: Callable[[dict[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a job. `schedule` is 5-field cron or 6-field with seconds first;
     `retry` how a transient failure is retried (jobs.retry); `after` the jobs
     whose run for the same period a scheduled slot waits for, at most
     `after_timeout` seconds (jobs.dependencies); `tenant_schedules_exclude`:
     the default schedule's run leaves out tenants with their own schedule
-    (`ctx.excluded_tenants`, jobs.custom_schedules)."""
+    (`ctx.excluded_tenants`, jobs.custom_schedules).
+
+    `impact` says what a real run changes that customers see or receive; such
+    a job is started for real from the admin only after a dry-run preview
+    (`preview(summary)` puts that dry run's summary in words) and, with
+    `ask_reason`, a reason.
+    """
     if queue not in QUEUES:
         raise ValueError(f"job {name}: queue must be one of {QUEUES}, not {queue!r}")
     if "." not in name:
@@ -98,6 +119,9 @@ def job(
             after=tuple(as_dependency(d) for d in after),
             after_timeout=after_timeout,
             tenant_schedules_exclude=tenant_schedules_exclude,
+            impact=impact,
+            ask_reason=ask_reason,
+            preview=preview,
         )
         return func
 

@@ -21,9 +21,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import shutdown
+from jobs import run_log, shutdown
 from jobs.alerts import evaluate_run
-from jobs.context import JobAborted, JobContext
+from jobs.context import JobAborted, JobContext, RunCanceled
 from jobs.custom_schedules import default_schedule_excludes
 from jobs.dependencies import unmet, wait_or_fail
 from jobs.enqueue import send_run
@@ -308,8 +308,9 @@ def _resume_state(run: JobRun) -> Any:
     if run.checkpoint is not None:
         return run.checkpoint  # a taken-over slot continues its own run
     if run.rerun_of_id:
-        # A rerun continues a run that crashed; a finished run is done again.
-        return run.rerun_of.checkpoint if run.rerun_of.status == RunStatus.FAILED else None
+        # A rerun continues a run that crashed or was canceled; a finished run is done again.
+        stopped = (RunStatus.FAILED, RunStatus.CANCELED)
+        return run.rerun_of.checkpoint if run.rerun_of.status in stopped else None
     last_good = (
         JobRun.objects.filter(
             job=run.job,
@@ -324,7 +325,7 @@ def _resume_state(run: JobRun) -> Any:
         job=run.job,
         tenant=run.tenant,
         dry_run=run.dry_run,
-        status=RunStatus.FAILED,
+        status__in=[RunStatus.FAILED, RunStatus.CANCELED],
         checkpoint__isnull=False,
     ).exclude(pk=run.pk)
     if last_good:
@@ -346,7 +347,8 @@ def _execute(
         ctx = None
         interrupted = False
         transient = False  # failed in the job itself: worth another attempt
-        heartbeat = _Heartbeat(run.pk)
+        capture = run_log.attach(run.pk)
+        heartbeat = _Heartbeat(run.pk, capture)
         try:
             params = coerce_params(spec.params, run.params)
             ctx = JobContext(
@@ -369,6 +371,10 @@ def _execute(
             transient = False
             error, summary = str(exc), exc.summary
             logger.warning("aborted: %s", exc)
+        except RunCanceled:
+            transient = False
+            status, error = RunStatus.CANCELED, _canceled_error(run.pk)
+            logger.warning("%s", error)
         except Exception as exc:
             transient = transient and not isinstance(exc, ParamError)
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
@@ -387,6 +393,7 @@ def _execute(
                 **counts,
             )
         if interrupted:
+            run_log.detach(capture)
             _hand_to_next_cluster(spec, run)
             raise shutdown.ShutdownInterrupt()
         run.refresh_from_db()
@@ -398,6 +405,7 @@ def _execute(
             run.failed,
             run.skipped,
         )
+        run_log.detach(capture)
         _retry_if_due(spec, run, transient=transient)
         _evaluate_alerts(run)
         return run
@@ -432,6 +440,13 @@ def _evaluate_alerts(run: JobRun) -> None:
         logger.exception("completion notices could not be sent for run #%s", run.pk)
 
 
+def _canceled_error(run_id: int) -> str:
+    asked = JobRun.objects.filter(pk=run_id).values("cancel_requested_by", "cancel_reason").first()
+    who = (asked or {}).get("cancel_requested_by") or "staff"
+    why = (asked or {}).get("cancel_reason") or "no reason given"
+    return f"canceled by {who}: {why} (counts so far and checkpoint kept; a rerun continues)"
+
+
 def _hand_to_next_cluster(spec: JobSpec, run: JobRun) -> None:
     """Record the interruption and enqueue the run's continuation: whichever
     cluster takes the task continues the same run (its slot) from its
@@ -462,8 +477,9 @@ class _Heartbeat:
     second connection could not see the uncommitted run).
     """
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, capture: run_log.RunLogCapture | None = None) -> None:
         self.run_id = run_id
+        self.capture = capture
         self.interval = settings.JOBS_HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -482,6 +498,8 @@ class _Heartbeat:
                 JobRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
                     heartbeat_at=timezone.now()
                 )
+                if self.capture is not None:
+                    self.capture.flush_to_db()
         finally:
             connection.close()
 

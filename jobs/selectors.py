@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max, OuterRef, Q, QuerySet, Subquery
+from django.db import connection
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
+from jobs.humanize import cron_in_words
 from jobs.models import JobRun, RunStatus, ScheduleState
 from jobs.registry import JobSpec, all_jobs
 from jobs.schedules import is_overdue
@@ -26,11 +28,23 @@ def schedules_with_last_run() -> QuerySet[ScheduleState]:
 
     Annotated in SQL so the changelist costs one query, not one per row.
     """
-    latest = JobRun.objects.filter(job=OuterRef("job")).order_by("-id")
+    latest = JobRun.objects.filter(job=OuterRef("job")).order_by("job", "-created_at", "-id")
     return ScheduleState.objects.select_related("schedule").annotate(
         last_run_id=Subquery(latest.values("id")[:1]),
         last_run_status=Subquery(latest.values("status")[:1]),
         last_run_at=Subquery(latest.values("created_at")[:1]),
+    )
+
+
+def latest_run(job: str) -> dict | None:
+    """A job's latest run (id, status, created_at): one index lookup planned
+    for that job, which a correlated subquery over every job's rows is not
+    on PostgreSQL (it walks the whole history for a job with few runs)."""
+    return (
+        JobRun.objects.filter(job=job)
+        .order_by("-created_at", "-id")
+        .values("id", "status", "created_at")
+        .first()
     )
 
 
@@ -46,6 +60,7 @@ class JobHealth:
     failures_24h: int = 0
     running: list[JobRun] = field(default_factory=list)
     overdue: bool = False
+    ever_ran: bool = False  # a real (not dry) run was ever recorded
 
     @property
     def name(self) -> str:
@@ -58,6 +73,14 @@ class JobHealth:
         return None
 
     @property
+    def cron_words(self) -> str:
+        return cron_in_words(self.cron or self.spec.schedule)
+
+    @property
+    def has_required_params(self) -> bool:
+        return any(p.required for p in self.spec.params)
+
+    @property
     def paused(self) -> bool:
         return bool(self.state and self.state.paused)
 
@@ -67,8 +90,25 @@ class JobHealth:
         return self.last_outcome is not None and self.last_outcome.status in FAILING_STATUSES
 
     @property
+    def never_run(self) -> bool:
+        return not self.ever_ran
+
+    @property
     def healthy(self) -> bool:
-        return not self.failing and not self.overdue
+        return not self.failing and not self.overdue and not self.paused and self.ever_ran
+
+    @property
+    def health(self) -> str:
+        """One word for the tile: paused, failing, overdue, never run or healthy."""
+        if self.paused:
+            return "paused"
+        if self.failing:
+            return "failing"
+        if self.overdue:
+            return "overdue"
+        if self.never_run:
+            return "never run"
+        return "healthy"
 
 
 @dataclass
@@ -92,13 +132,22 @@ class Overview:
     def running(self) -> int:
         return sum(1 for j in self.jobs if j.running)
 
+    @property
+    def paused(self) -> int:
+        return sum(1 for j in self.jobs if j.paused)
+
+    @property
+    def never_run(self) -> int:
+        return sum(1 for j in self.jobs if j.health == "never run")
+
 
 def job_overview(*, now: datetime | None = None) -> Overview:
     """Every registered job with its schedule, last outcomes and what runs now.
 
-    Four queries: schedule states, one GROUP BY over JobRun, the latest runs it
-    points at, and the runs running now. "Latest" is the highest id, as ids
-    grow with `created_at`.
+    Four queries: schedule states, one of index lookups per job over JobRun
+    (latest_run_ids), the latest runs it points at, and the runs running now.
+    Dry runs say nothing about health: they are neither a job's last
+    outcome, its last success nor its failures.
     """
     now = now or timezone.now()
     specs = all_jobs()
@@ -107,22 +156,12 @@ def job_overview(*, now: datetime | None = None) -> Overview:
         state.job: state
         for state in ScheduleState.objects.select_related("schedule").filter(job__in=names)
     }
-    stats = {
-        row["job"]: row
-        for row in JobRun.objects.filter(job__in=names)
-        .values("job")
-        .annotate(
-            last_id=Max("id"),
-            last_outcome_id=Max("id", filter=Q(status__in=OUTCOME_STATUSES)),
-            last_success_at=Max("finished_at", filter=Q(status=RunStatus.SUCCEEDED)),
-            failures_24h=Count(
-                "id",
-                filter=Q(status__in=FAILING_STATUSES, created_at__gte=now - timedelta(hours=24)),
-            ),
-        )
-        .order_by()
+    stats = latest_run_ids(names, since=now - timedelta(hours=24))
+    wanted = {
+        row[key]
+        for row in stats.values()
+        for key in ("last_id", "last_outcome_id", "last_success_id")
     }
-    wanted = {row[key] for row in stats.values() for key in ("last_id", "last_outcome_id")}
     wanted.discard(None)
     runs = JobRun.objects.in_bulk(wanted) if wanted else {}
     running: dict[str, list[JobRun]] = {}
@@ -141,10 +180,46 @@ def job_overview(*, now: datetime | None = None) -> Overview:
                 state=state,
                 last_run=runs.get(row.get("last_id")),
                 last_outcome=runs.get(row.get("last_outcome_id")),
-                last_success_at=row.get("last_success_at"),
+                last_success_at=getattr(runs.get(row.get("last_success_id")), "finished_at", None),
                 failures_24h=row.get("failures_24h", 0),
                 running=running.get(spec.name, []),
                 overdue=state is not None and is_overdue(state.schedule, state, now=now),
+                ever_ran=row.get("last_real_id") is not None,
             )
         )
     return Overview(jobs=rows, now=now)
+
+
+def latest_run_ids(names: list[str], *, since: datetime) -> dict[str, dict[str, int | None]]:
+    """Per job: its latest run, latest real run, latest real outcome, latest
+    real success (by finish) and real failures since `since`, in one query of
+    correlated index lookups (the list indexes on job and created_at, and
+    job/status/finished_at), not a GROUP BY over the whole history."""
+    if not names:
+        return {}
+    table = connection.ops.quote_name(JobRun._meta.db_table)
+    newest = "ORDER BY r.created_at DESC, r.id DESC LIMIT 1"
+    outcomes = ", ".join(f"'{s.value}'" for s in OUTCOME_STATUSES)
+    failing = ", ".join(f"'{s.value}'" for s in FAILING_STATUSES)
+    real = "r.job = %s AND r.dry_run = %s"
+    # One SELECT per job, its name a value rather than a column of an outer
+    # query: PostgreSQL then plans each lookup for that job (its statistics
+    # say a job with no runs has none), not for "any job".
+    block = f"""
+        SELECT %s,
+            (SELECT r.id FROM {table} r WHERE r.job = %s {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} AND r.status IN ({outcomes}) {newest}),
+            (SELECT r.id FROM {table} r WHERE {real} AND r.status = '{RunStatus.SUCCEEDED.value}'
+                AND r.finished_at IS NOT NULL ORDER BY r.finished_at DESC LIMIT 1),
+            (SELECT count(*) FROM {table} r WHERE {real} AND r.status IN ({failing})
+                AND r.created_at >= %s)"""
+    sql = " UNION ALL ".join([block] * len(names))
+    params: list[object] = []
+    for name in names:
+        params += [name, name, name, False, name, False, name, False, name, False, since]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    keys = ("last_id", "last_real_id", "last_outcome_id", "last_success_id", "failures_24h")
+    return {job: dict(zip(keys, values, strict=True)) for job, *values in rows}

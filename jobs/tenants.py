@@ -33,3 +33,20 @@ def resolve(key: str) -> Any:
         return _resolver(key)
     except LookupError:
         raise UnknownTenant(f"unknown tenant {key!r}") from None
+
+
+_searcher: Callable[[str, int], list[tuple[str, str]]] | None = None
+
+
+def register_search(searcher: Callable[[str, int], list[tuple[str, str]]]) -> None:
+    """`searcher(term, limit)` returns up to `limit` (key, label) pairs matching
+    `term`, cheaply on a large tenant table (the admin's tenant picker)."""
+    global _searcher
+    _searcher = searcher
+
+
+def search(term: str, *, limit: int = 20) -> list[tuple[str, str]]:
+    """Tenants whose key or name matches `term`; empty when none is registered."""
+    if _searcher is None:
+        return []
+    return list(_searcher(term.strip()[:100], limit))[:limit]

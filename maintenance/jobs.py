@@ -48,7 +48,13 @@ def _purge_settings(
     return days, size, delay
 
 
-@job("maintenance.purge_audit_trail", schedule="0 2 * * *", queue="low", timeout=3600)
+@job(
+    "maintenance.purge_audit_trail",
+    schedule="0 2 * * *",
+    queue="low",
+    timeout=3600,
+    impact="deletes audit records past their retention",
+)
 def purge_audit_trail_job(
     ctx: JobContext,
     *,
@@ -119,7 +125,13 @@ def purge_audit_trail_job(
     }
 
 
-@job("maintenance.cleanup", schedule="0 2 * * 0", queue="low", timeout=3600)
+@job(
+    "maintenance.cleanup",
+    schedule="0 2 * * 0",
+    queue="low",
+    timeout=3600,
+    impact="deletes orphaned invoice files and old records",
+)
 def cleanup(ctx: JobContext, *, batch_size: int | None = None) -> dict[str, Any]:
     """Remove what nothing points at any more, one counted category at a time.
 

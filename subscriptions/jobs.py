@@ -16,7 +16,26 @@ from subscriptions.services.expiry import ExpiryGuardTripped, expire_subscriptio
 from subscriptions.services.reminders import queue_renewal_reminders
 
 
-@job("subscriptions.expire", schedule="0 * * * *", queue="critical", timeout=1800)
+def _expire_preview(summary: dict[str, Any]) -> str:
+    """The confirmation page's sentence for a dry run of `expire`."""
+    expire = summary.get("would_expire", 0)
+    suspend = summary.get("would_suspend", 0)
+    tenants = summary.get("tenants_affected", 0)
+    return (
+        f"expires {expire:,} subscriptions and suspends {suspend:,} "
+        f"in {tenants:,} organization{'s' if tenants != 1 else ''}; "
+        "their owners are emailed"
+    )
+
+
+@job(
+    "subscriptions.expire",
+    schedule="0 * * * *",
+    queue="critical",
+    timeout=1800,
+    impact="expires and suspends customers' subscriptions and emails them",
+    preview=_expire_preview,
+)
 def expire(
     ctx: JobContext,
     *,
@@ -75,7 +94,13 @@ def expire(
     return summary
 
 
-@job("subscriptions.send_renewal_reminders", schedule="0 9 * * *", queue="default", timeout=1800)
+@job(
+    "subscriptions.send_renewal_reminders",
+    schedule="0 9 * * *",
+    queue="default",
+    timeout=1800,
+    impact="queues reminder emails to customers",
+)
 def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
     """Queue renewal reminders (period ending within `days`) and payment-due reminders.
 
@@ -111,7 +136,12 @@ def send_renewal_reminders(ctx: JobContext, *, days: int = 7) -> dict[str, Any]:
 
 
 # Declared here, under its historical name: broadcasts are to this app's tenants.
-@job("notifications.send_bulk", queue="default", timeout=1800)
+@job(
+    "notifications.send_bulk",
+    queue="default",
+    timeout=1800,
+    impact="queues an email to each chosen organization's billing contact",
+)
 def send_bulk(
     ctx: JobContext,
     *,

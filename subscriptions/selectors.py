@@ -19,6 +19,14 @@ def organization_by_key(key: str) -> Organization:
         raise LookupError(f"no organization with key {key!r}") from None
 
 
+def search_organizations(term: str, limit: int) -> list[tuple[str, str]]:
+    """The admin's tenant picker (jobs.tenants): key prefix (indexed) or name prefix, bounded."""
+    found = Organization.objects.order_by("key")
+    if term:
+        found = found.filter(Q(key__startswith=term.lower()) | Q(name__istartswith=term))
+    return [(key, f"{name} ({key})") for key, name in found.values_list("key", "name")[:limit]]
+
+
 def tenant_keys(organization_ids: Iterable[int]) -> dict[int, str]:
     """{organization id: tenant key}: what audit records and run summaries name
     a tenant by."""

@@ -26,6 +26,7 @@ from billing.models import DailyMetrics
 from billing.selectors import daily_series
 from billing.services.pdf import format_money
 from jobs.admin_readonly import ReadOnlyAdminMixin
+from jobs.tenants import search as tenant_search
 from subscriptions.models import Organization
 
 CHART_DAYS = 30
@@ -280,6 +281,9 @@ class DailyMetricsAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "days": CHART_DAYS,
             "previous": end - timedelta(days=CHART_DAYS),
             "next": end + timedelta(days=CHART_DAYS) if end < yesterday else None,
+            "tenant_search_url": reverse("jobs_tenant_search"),
+            # No organization yet: a few to pick from, beside the search box.
+            "suggestions": [] if organization else tenant_search(wanted, limit=20),
         }
         if organization is not None:
             series = daily_series(organization_id=organization.pk, last_day=end, days=CHART_DAYS)

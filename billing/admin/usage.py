@@ -37,6 +37,7 @@ from billing.models import (
 from billing.services.pdf import format_money
 from billing.services.pricing import price_of, set_metric_price
 from jobs.admin_readonly import ReadOnlyAdminMixin
+from jobs.paginator import EstimatedCountPaginator
 
 
 def describe(price: PlanMetricPrice) -> str:
@@ -136,6 +137,7 @@ class MetricCodeFilter(admin.SimpleListFilter):
 
 class BigTableAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
+    paginator = EstimatedCountPaginator  # no COUNT(*) of millions of rows per page
     list_per_page = 100
     list_select_related = ("organization",)
     list_filter = (MetricCodeFilter,)

@@ -18,6 +18,7 @@ from billing.services.invoices import (
     queue_run_summary,
     run_period,
 )
+from billing.services.pdf import format_money
 from billing.services.usage import UsageIncomplete
 from jobs.context import JobAborted, JobContext
 from jobs.dependency_spec import Dependency, start_of_hour
@@ -48,6 +49,7 @@ def complete_period_usage(ctx: JobContext, period: Period) -> dict[str, Any]:
     supports_item_rerun=True,
     after=(Dependency("billing.aggregate_usage", slot=start_of_hour),),
     tenant_schedules_exclude=True,
+    impact="issues invoices, charges through Stripe and emails customers",
 )
 def generate_monthly_invoices(
     ctx: JobContext,
@@ -107,7 +109,31 @@ def generate_monthly_invoices(
     return summary
 
 
-@job("billing.regenerate_invoice", queue="default", timeout=600)
+def _regenerate_preview(summary: dict[str, Any]) -> str:
+    """The confirmation page's sentence for a dry run of `regenerate_invoice`."""
+    who, period = summary.get("organization", "?"), summary.get("period", "?")
+    if not summary.get("would_create"):
+        return (
+            f"regenerates nothing for {who} {period}: {summary.get('reason') or 'nothing to bill'}"
+        )
+    billed = ", ".join(
+        format_money(amount, currency)
+        for currency, amount in sorted((summary.get("would_bill_minor") or {}).items())
+    )
+    return (
+        f"voids {who}'s invoice for {period} with a credit note, issues a new one of "
+        f"{billed} ({summary.get('lines', 0)} lines) and emails the customer"
+    )
+
+
+@job(
+    "billing.regenerate_invoice",
+    queue="default",
+    timeout=600,
+    impact="voids an invoice, issues a credit note and a new invoice, and emails the customer",
+    ask_reason=True,
+    preview=_regenerate_preview,
+)
 def regenerate_invoice(
     ctx: JobContext, *, month: str, organization: str = "", reason: str = ""
 ) -> dict[str, Any]:
@@ -186,6 +212,7 @@ def regenerate_invoice(
     queue="default",
     timeout=3600,
     supports_item_rerun=True,
+    impact="finalizes invoices, sends them to Stripe and emails customers",
 )
 def finalize_invoices(
     ctx: JobContext,

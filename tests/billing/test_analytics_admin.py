@@ -127,3 +127,15 @@ def test_the_chart_needs_the_view_permission(client, data):
     assert client.get(url, {"organization": "org_acme"}).status_code == 403
     user.user_permissions.add(Permission.objects.get(codename="view_dailymetrics"))
     assert client.get(url, {"organization": "org_acme"}).status_code == 200
+
+
+def test_the_chart_page_offers_an_organization_picker_instead_of_a_blank_page(admin_client, data):
+    OrganizationFactory(key="org_zen", name="Zen Labs")
+
+    html = admin_client.get(reverse("admin:billing_dailymetrics_chart")).content.decode()
+
+    picker = html.split('id="organization-picker"')[1]
+    assert "?organization=org_acme" in picker and "Zen Labs (org_zen)" in picker
+    assert 'list="tenant-choices"' in html and reverse("jobs_tenant_search") in html
+    found = admin_client.get(reverse("jobs_tenant_search"), {"q": "Zen"}).json()["results"]
+    assert found == [{"key": "org_zen", "label": "Zen Labs (org_zen)"}]

@@ -94,7 +94,7 @@ def test_staff_log_in_and_see_each_jobs_health(page, operator, jobs, screenshot_
     assert row(page, OVERDUE).locator(".job-healthy").count() == 0
     assert int(page.locator("#count-failing strong").inner_text()) >= 1
     assert int(page.locator("#count-overdue strong").inner_text()) >= 1
-    assert row(page, COUNTED).get_by_role("button", name="Run now").is_visible()
+    assert row(page, COUNTED).get_by_role("link", name="Run now…").is_visible()
     page.screenshot(path=screenshot_dir / "overview.png", full_page=True)
 
 
@@ -129,7 +129,8 @@ def test_pausing_a_schedule_asks_for_a_reason_and_shows_it_paused(page, operator
 
 def test_run_now_reaches_succeeded_with_its_counts(page, operator, jobs, broker, screenshot_dir):
     log_in(page, "operator")
-    row(page, COUNTED).get_by_role("button", name="Run now").click()
+    row(page, COUNTED).get_by_role("link", name="Run now…").click()
+    page.get_by_role("button", name="Start").click()
 
     message = page.locator(".messagelist")
     assert f"Run of {COUNTED} queued as run #" in message.inner_text()
@@ -144,7 +145,10 @@ def test_run_now_reaches_succeeded_with_its_counts(page, operator, jobs, broker,
     wait_for_run_status(page, "succeeded")
     counts = page.locator(".field-counts_display .readonly").inner_text()
     assert counts == "processed 3 · succeeded 3 · failed 0 · skipped 0"
-    assert '"counted": 3' in page.locator(".field-summary_display .readonly").inner_text()
+    summary = page.locator(".field-summary_display .readonly")
+    assert summary.locator("tr", has_text="Counted").locator("td").inner_text() == "3"
+    summary.get_by_text("Raw JSON").click()
+    assert '"counted": 3' in summary.inner_text()
     page.screenshot(path=screenshot_dir / "run-detail.png", full_page=True)
 
 

@@ -523,7 +523,8 @@ def test_overview_shows_failing_running_and_last_success(operator_client, counte
     assert row.last_success_at == now
     assert [r.progress_done for r in row.running] == [40]
     assert (overview.failing, overview.running) == (1, 1)
-    assert overview.healthy == len(overview.jobs) - 1
+    # The other jobs never ran: "never run", neither healthy nor failing.
+    assert overview.healthy + overview.never_run == len(overview.jobs) - 1
     assert "40 / 100" in response.content.decode()
 
 
@@ -536,7 +537,7 @@ def test_overview_lists_every_registered_job_including_on_demand_ones(
 
     response = operator_client.get(reverse("jobs_overview"))
     row = next(j for j in response.context["overview"].jobs if j.name == "tests.admin_on_demand")
-    assert row.state is None and row.healthy
+    assert row.state is None and row.health == "never run" and not row.failing
     assert "on demand" in response.content.decode()
 
 
