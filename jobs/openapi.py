@@ -235,11 +235,33 @@ JOBS_SCHEMAS: dict[str, Any] = {
             "summary": {},
             "errors": {"type": "array", "items": {"type": "object"}},
             "errors_truncated": {"type": "boolean"},
+            "cancel_requested": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "properties": {"by": {"type": "string"}, "reason": {"type": "string"}},
+                    },
+                ]
+            },
+            "log": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "With ?log=1: the lines the run logged (INFO and up, the latest)",
+            },
             "created_at": {"type": ["string", "null"], "format": "date-time"},
             "started_at": {"type": ["string", "null"], "format": "date-time"},
             "finished_at": {"type": ["string", "null"], "format": "date-time"},
         },
     },
+}
+
+
+RUN_ID = {
+    "name": "run_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
 }
 
 
@@ -275,16 +297,50 @@ def jobs_paths(client: ApiClient | None) -> dict[str, Any]:
                 "summary": "A run's state, counts, summary and errors",
                 "tags": ["jobs"],
                 "parameters": [
+                    RUN_ID,
                     {
-                        "name": "run_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
-                    }
+                        "name": "log",
+                        "in": "query",
+                        "required": False,
+                        "description": "1: add the lines the run logged",
+                        "schema": {"type": "string", "enum": ["0", "1", "false", "true"]},
+                    },
                 ],
                 "responses": {
                     "200": json_response("The run", {"$ref": "#/components/schemas/Run"}),
                     **error_responses(401, 403, 404, 429),
+                },
+            }
+        },
+        "/api/jobs/runs/{run_id}/cancel": {
+            "post": {
+                "operationId": "cancel_run",
+                "summary": "Cancel a queued run, or ask a running one to stop at its next "
+                "boundary (needs the scope that starts the job)",
+                "tags": ["jobs"],
+                "parameters": [RUN_ID],
+                "requestBody": json_body(
+                    {
+                        "type": "object",
+                        "required": ["reason"],
+                        "properties": {"reason": {"type": "string", "minLength": 1}},
+                        "additionalProperties": False,
+                    }
+                ),
+                "responses": {
+                    "202": json_response(
+                        "Canceled, or cancellation requested",
+                        {
+                            "type": "object",
+                            "required": ["run_id", "outcome", "status"],
+                            "properties": {
+                                "run_id": {"type": "integer"},
+                                "outcome": {"type": "string"},
+                                "status": {"type": "string"},
+                            },
+                        },
+                    ),
+                    **error_responses(400, 401, 403, 404, 409, 411, 413, 429),
                 },
             }
         },

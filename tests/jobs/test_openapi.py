@@ -60,6 +60,7 @@ def test_it_covers_the_catalogue_run_status_usage_and_webhooks(client):
     for path, method in [
         ("/api/jobs", "get"),
         ("/api/jobs/runs/{run_id}", "get"),
+        ("/api/jobs/runs/{run_id}/cancel", "post"),
         ("/api/usage/events", "post"),
         ("/api/usage/summary", "get"),
         ("/webhooks/stripe/{tenant_key}", "post"),
