@@ -116,7 +116,7 @@ def pages() -> list[tuple[str, str, str]]:
         ("schedules", "/admin/jobs/schedulestate/", f"{runs} {newest}"),
         (
             "audit_list",
-            "/admin/maintenance/audittrail/",
+            "/admin/audit/audittrail/",
             f"SELECT * FROM {t['audit']} ORDER BY at DESC, id DESC LIMIT 100",
         ),
         (

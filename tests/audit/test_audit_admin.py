@@ -10,7 +10,7 @@ from tests.factories import AuditTrailFactory
 
 pytestmark = pytest.mark.django_db
 
-URL = "admin:maintenance_audittrail_changelist"
+URL = "admin:audit_audittrail_changelist"
 
 
 def test_the_list_shows_before_and_after_and_a_pause_reason(admin_client, register_job):
