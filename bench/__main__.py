@@ -19,6 +19,9 @@ def setup_django() -> None:
     # DEBUG is off: settings refuse to start without a field-encryption key.
     os.environ.setdefault("FIELD_ENCRYPTION_KEY", "YmVuY2gtb25seS1maWVsZC1lbmNyeXB0aW9uLWtleSE=")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # /metrics is off unless a token guards it (jobs.metrics_access); the
+    # metrics_scrape workload scrapes as Prometheus would, with the token.
+    os.environ.setdefault("METRICS_TOKEN", "bench-only-metrics-token")
     _create_database(os.environ["DATABASE_URL"])
 
     import django
