@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -29,7 +30,13 @@ from jobs.cancel import NotCancelable, cancel_run
 from jobs.models import JobAction, JobRun, RunStatus, Trigger
 from jobs.params import ParamError
 from jobs.registry import JobSpec, UnknownJob, all_jobs, get_job
-from jobs.run_forms import REASON_PARAM, CancelRunForm, ConfirmRunForm, StartRunForm
+from jobs.run_forms import (
+    NOTIFY_FIELDS,
+    REASON_PARAM,
+    CancelRunForm,
+    ConfirmRunForm,
+    StartRunForm,
+)
 from jobs.tenants import UnknownTenant
 
 LIVE_REFRESH_SECONDS = 3
@@ -75,12 +82,16 @@ def start(request: HttpRequest, name: str) -> HttpResponse:
                 dry_run=data["dry_run"] or preview_first,
                 trigger=Trigger.ADMIN,
                 triggered_by=actor(request),
+                # A preview's notice waits for the real start (carried to `confirm`).
+                notify=None if preview_first else data["notify"],
             )
         except (ParamError, UnknownTenant) as exc:
             form.add_error(None, str(exc))
         else:
             if preview_first:
-                return HttpResponseRedirect(reverse("jobs_confirm", args=[run.pk]))
+                carried = {f: data[f] for f in NOTIFY_FIELDS if data.get(f)}
+                query = f"?{urlencode(carried)}" if carried else ""
+                return HttpResponseRedirect(reverse("jobs_confirm", args=[run.pk]) + query)
             kind = "Dry run" if run.dry_run else "Run"
             messages.success(
                 request,
@@ -110,7 +121,11 @@ def confirm(request: HttpRequest, pk: int) -> HttpResponse:
     which queues a run of the same job, tenant and parameters."""
     preview_run = get_object_or_404(JobRun, pk=pk, dry_run=True)
     spec = _spec_or_404(preview_run.job)
-    form = ConfirmRunForm(request.POST or None, spec=spec)
+    form = ConfirmRunForm(
+        request.POST or None,
+        spec=spec,
+        initial={f: request.GET.get(f, "") for f in NOTIFY_FIELDS},
+    )
     finished = preview_run.is_finished
     if request.method == "POST" and finished and form.is_valid():
         reason = form.cleaned_data["reason"]
@@ -126,6 +141,7 @@ def confirm(request: HttpRequest, pk: int) -> HttpResponse:
                     params=params,
                     trigger=Trigger.ADMIN,
                     triggered_by=actor(request),
+                    notify=form.cleaned_data["notify"],
                 )
                 JobAction.objects.create(
                     actor=actor(request),

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 
+from jobs.notices import clean_notify
 from jobs.param_forms import ParamFormMixin
 from jobs.registry import JobSpec
 from jobs.tenants import UnknownTenant, resolve
@@ -13,7 +14,43 @@ from jobs.tenants import UnknownTenant, resolve
 REASON_PARAM = "reason"
 
 
-class StartRunForm(ParamFormMixin, forms.Form):
+NOTIFY_FIELDS = ("notify_emails", "notify_webhook")
+
+
+class NotifyFieldsMixin(forms.Form):
+    """A completion notice for the run staff start (jobs.notices), as the API's `notify`."""
+
+    notify_emails = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Notify by email",
+        help_text="Comma-separated addresses: the run's summary and a link when it ends.",
+    )
+    notify_webhook = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Notify a webhook",
+        help_text="A URL: a signed JSON POST (with a Slack-compatible text) when it ends.",
+    )
+
+    def clean_notify(self) -> dict[str, Any] | None:
+        emails = (self.cleaned_data.get("notify_emails") or "").strip()
+        webhook = (self.cleaned_data.get("notify_webhook") or "").strip()
+        if not emails and not webhook:
+            return None
+        value: dict[str, Any] = {}
+        if emails:
+            value["emails"] = [e.strip() for e in emails.replace(";", ",").split(",") if e.strip()]
+        if webhook:
+            value["webhook"] = webhook
+        try:
+            return clean_notify(value)
+        except ValueError as exc:
+            self.add_error("notify_webhook" if "webhook" in str(exc) else "notify_emails", str(exc))
+            return None
+
+
+class StartRunForm(NotifyFieldsMixin, ParamFormMixin, forms.Form):
     """Tenant, dry run and the job's own parameters (jobs.param_forms)."""
 
     tenant = forms.CharField(
@@ -54,10 +91,11 @@ class StartRunForm(ParamFormMixin, forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         cleaned["params"] = self.clean_params()
+        cleaned["notify"] = self.clean_notify()
         return cleaned
 
 
-class ConfirmRunForm(forms.Form):
+class ConfirmRunForm(NotifyFieldsMixin, forms.Form):
     """The real start after the preview; a reason when the job asks for one."""
 
     reason = forms.CharField(
@@ -77,6 +115,11 @@ class ConfirmRunForm(forms.Form):
         if self.spec.ask_reason and not reason:
             raise forms.ValidationError("A reason is required to start this job for real.")
         return reason
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        cleaned["notify"] = self.clean_notify()
+        return cleaned
 
 
 class CancelRunForm(forms.Form):

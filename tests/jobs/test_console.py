@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from jobs import context as job_context
+from jobs.alert_models import CompletionNotice
 from jobs.api_keys import create_api_key
 from jobs.cancel import NotCancelable, cancel_run
 from jobs.enqueue import enqueue_run, rerun
@@ -488,3 +489,49 @@ def test_the_paginator_estimates_an_unfiltered_count_from_the_planner(monkeypatc
 
     assert everything.count == paginator.estimated_rows("jobs_jobrun") == 3
     assert filtered.count == 2  # capped, not COUNT(*) of every match
+
+
+def test_run_now_can_ask_for_a_completion_notice(operator_client, greeting_job):
+    url = reverse("jobs_start", args=[greeting_job])
+    refused = operator_client.post(url, {"param_times": "2", "notify_emails": "not-an-address"})
+    assert "notify_emails" in refused.context["form"].errors
+    assert not JobRun.objects.filter(job=greeting_job).exists()
+
+    operator_client.post(
+        url,
+        {
+            "param_times": "2",
+            "notify_emails": "ops@example.com; lead@example.com",
+            "notify_webhook": "https://hooks.example.com/jobs",
+        },
+    )
+
+    run = JobRun.objects.get(job=greeting_job)
+    notice = CompletionNotice.objects.get(run=run)
+    assert notice.emails == "ops@example.com, lead@example.com"
+    assert notice.webhook_url == "https://hooks.example.com/jobs"
+    assert notice.created_by == "operator"
+
+
+def test_a_previewed_start_carries_its_notice_to_the_real_run(
+    operator_client, register_job, drain_queue, django_capture_on_commit_callbacks
+):
+    @register_job("tests.console_notify_mail", impact="emails every customer")
+    def mail(ctx, *, subject: str):
+        return {"would_queue": 1} if ctx.dry_run else {"queued": 1}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = operator_client.post(
+            reverse("jobs_start", args=["tests.console_notify_mail"]),
+            {"param_subject": "Hi", "notify_emails": "ops@example.com"},
+        )
+    preview = JobRun.objects.get(job="tests.console_notify_mail")
+    assert not CompletionNotice.objects.filter(run=preview).exists()
+    assert drain_queue() == 1
+    page = operator_client.get(response["Location"])
+    assert page.context["form"]["notify_emails"].value() == "ops@example.com"
+
+    operator_client.post(response["Location"], {"reason": "", "notify_emails": "ops@example.com"})
+
+    real = JobRun.objects.get(job="tests.console_notify_mail", dry_run=False)
+    assert CompletionNotice.objects.get(run=real).emails == "ops@example.com"
