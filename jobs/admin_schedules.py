@@ -15,13 +15,18 @@ from jobs.admin_views import can_act
 from jobs.cron import CronError, normalize_cron
 from jobs.custom_schedules import first_next_run, pause, resume, slots_after, validate, zone
 from jobs.models import JobAction
-from jobs.params import ParamError
-from jobs.registry import UnknownJob, all_jobs
+from jobs.param_forms import FIELD_PREFIX, ParamFormMixin, field_name
+from jobs.params import ParamError, params_to_json
+from jobs.registry import JobSpec, UnknownJob, all_jobs, get_job
 from jobs.schedule_models import CustomSchedule
 from jobs.tenants import UnknownTenant
 
 
-class CustomScheduleForm(forms.ModelForm):
+class CustomScheduleForm(ParamFormMixin, forms.ModelForm):
+    """The job's parameters are the typed fields of "Run now…" (jobs.param_forms)
+    once the job is known (`?job=` on the add page, or the schedule's own job);
+    before that, a JSON object checked by the same coercion."""
+
     job = forms.ChoiceField()
     cron = forms.CharField(
         max_length=100,
@@ -51,8 +56,23 @@ class CustomScheduleForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["job"].choices = [(s.name, s.name) for s in all_jobs()]
-        if self.instance.pk:
+        spec = self._known_job()
+        if spec is not None and not (self.is_bound and "params_text" in self.data):
+            del self.fields["params_text"]
+            self.add_param_fields(spec.params)
+            if not self.is_bound and self.instance.pk and self.instance.job == spec.name:
+                for param in spec.params:
+                    if param.name in (self.instance.params or {}):
+                        self.initial[field_name(param)] = self.instance.params[param.name]
+        elif self.instance.pk:
             self.initial["params_text"] = json.dumps(self.instance.params or {})
+
+    def _known_job(self) -> JobSpec | None:
+        name = self.data.get("job") if self.is_bound else self.initial.get("job")
+        try:
+            return get_job(name or self.instance.job or "")
+        except UnknownJob:
+            return None
 
     def clean_cron(self) -> str:
         try:
@@ -62,12 +82,16 @@ class CustomScheduleForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        text = (data.get("params_text") or "").strip() or "{}"
-        try:
-            params = json.loads(text)
-        except json.JSONDecodeError as exc:
-            self.add_error("params_text", f"not JSON: {exc.msg} (line {exc.lineno})")
-            return data
+        params_field = "params_text" if "params_text" in self.fields else None
+        if params_field is None:
+            params = params_to_json(self.clean_params())
+        else:
+            text = (data.get("params_text") or "").strip() or "{}"
+            try:
+                params = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self.add_error("params_text", f"not JSON: {exc.msg} (line {exc.lineno})")
+                return data
         if "job" not in data or "cron" not in data:
             return data
         try:
@@ -79,7 +103,7 @@ class CustomScheduleForm(forms.ModelForm):
                 params=params,
             )
         except ParamError as exc:
-            self.add_error("params_text", str(exc))
+            self.add_error(params_field, str(exc))
         except UnknownTenant as exc:
             self.add_error("tenant", str(exc))
         except UnknownJob as exc:
@@ -101,6 +125,27 @@ class CustomScheduleAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return super().has_add_permission(request) and can_act(request.user)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """The fields the form will have: the job's typed parameters in place of
+        the JSON box once the job is known (as CustomScheduleForm decides)."""
+        fields = list(super().get_fields(request, obj))
+        name = request.POST.get("job") if request.method == "POST" else request.GET.get("job")
+        try:
+            spec = get_job(name or (obj.job if obj else ""))
+        except UnknownJob:
+            return fields
+        if "params_text" in request.POST:
+            return fields
+        at = fields.index("params_text")
+        fields[at : at + 1] = [field_name(p) for p in spec.params]
+        return fields
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        # The parameter fields are the form's own (added per job), not the model's.
+        if kwargs.get("fields"):
+            kwargs["fields"] = [f for f in kwargs["fields"] if not f.startswith(FIELD_PREFIX)]
+        return super().get_form(request, obj, change, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_change_permission(request, obj) and can_act(request.user)

@@ -189,6 +189,34 @@ def test_staff_add_a_tenants_schedule_with_params_checked_by_the_registry(
     assert "Own schedules" in overview.content.decode()
 
 
+def test_the_jobs_parameters_are_the_typed_fields_of_run_now(reminders, client, time_machine):
+    time_machine.move_to(datetime(2027, 6, 1, 12, tzinfo=UTC), tick=False)
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    url = reverse("admin:jobs_customschedule_add") + "?job=tests.reminders"
+    start = client.get(reverse("jobs_start", args=["tests.reminders"])).content.decode()
+    assert 'href="/admin/jobs/customschedule/add/?job=tests.reminders"' in start
+    page = client.get(url).content.decode()
+    assert 'name="param_days"' in page and 'name="params_text"' not in page
+    form = {
+        "name": "weekly",
+        "job": "tests.reminders",
+        "cron": "0 8 * * 1",
+        "time_zone": "UTC",
+        "misfire": "skip",
+        "misfire_max": "1",
+    }
+
+    refused = client.post(url, {**form, "param_days": "soon"})
+    assert "param_days" in refused.context["adminform"].form.errors
+    assert not CustomSchedule.objects.exists()
+
+    assert client.post(url, {**form, "param_days": "14"}).status_code == 302
+    schedule = CustomSchedule.objects.get()
+    assert schedule.params == {"days": 14}
+    change = client.get(reverse("admin:jobs_customschedule_change", args=[schedule.pk]))
+    assert change.context["adminform"].form["param_days"].value() == 14
+
+
 def test_a_tenant_with_its_own_schedule_is_left_out_of_the_default_run(register_job, time_machine):
     seen = {}
 
