@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from jobs import console_stats, enqueue, schedules
+from jobs import console_stats, custom_schedules, enqueue, humanize, schedules
 from jobs.forms import PauseForm
 from jobs.models import JobRun, ScheduleState, Trigger
 from jobs.panels import overview_panels
@@ -157,6 +157,14 @@ def overview(request: HttpRequest) -> HttpResponse:
         "title": "Jobs overview",
         "overview": job_overview(),
         "panels": overview_panels(),
+        "own_schedules": [
+            {
+                "schedule": schedule,
+                "cron_words": humanize.cron_in_words(schedule.cron, schedule.time_zone),
+                "next_run": humanize.when(schedule.next_run, schedule.time_zone),
+            }
+            for schedule in custom_schedules.overview_rows()
+        ],
         "queues": console_stats.queue_depths(),
         "clusters": console_stats.clusters(),
         "background_jobs_enabled": settings.BACKGROUND_JOBS_ENABLED,

@@ -10,13 +10,6 @@ class JobsConfig(AppConfig):
         # only be loaded once the app registry is ready.
         # checks registers the checks; alerts the platform's jobs.evaluate_alerts.
         from jobs import alerts, checks, cluster, task_guard  # noqa: F401
-        from jobs.custom_schedules import overview_counts
-        from jobs.panels import register_panel
 
         cluster.install()
         task_guard.install()
-        register_panel(
-            "Own schedules (staff-added)",
-            overview_counts,
-            url_name="admin:jobs_customschedule_changelist",
-        )

@@ -204,9 +204,10 @@ def resume(schedule: CustomSchedule, *, actor: str) -> None:
     )
 
 
-def overview_counts() -> dict[str, int]:
-    """The overview panel: staff's own schedules, active and paused."""
-    return {
-        "active": CustomSchedule.objects.filter(paused=False).count(),
-        "paused": CustomSchedule.objects.filter(paused=True).count(),
-    }
+OVERVIEW_ROWS = 50
+
+
+def overview_rows(limit: int = OVERVIEW_ROWS) -> list[CustomSchedule]:
+    """The overview's list of staff's own schedules: active ones by next run,
+    then paused ones (bounded; the admin list has them all)."""
+    return list(CustomSchedule.objects.order_by("paused", "next_run", "name")[:limit])

@@ -185,8 +185,10 @@ def test_staff_add_a_tenants_schedule_with_params_checked_by_the_registry(
     assert schedule.next_run == datetime(2027, 6, 5, 4, tzinfo=UTC)  # 06:00 CEST
     listing = client.get(reverse("admin:jobs_customschedule_changelist")).content.decode()
     assert "2027-06-05 06:00 CEST / 04:00 UTC" in listing
-    overview = client.get("/admin/jobs/overview/")
-    assert "Own schedules" in overview.content.decode()
+    overview = client.get("/admin/jobs/overview/").content.decode()
+    assert "Own schedules" in overview
+    assert "acme reminders" in overview and "org_acme" in overview
+    assert "2027-06-05 06:00:00 Europe/Berlin" in overview  # its next run, in its zone
 
 
 def test_the_jobs_parameters_are_the_typed_fields_of_run_now(reminders, client, time_machine):
