@@ -230,6 +230,9 @@ def describe_run(run: JobRun) -> dict[str, Any]:
         "summary": run.summary,
         "errors": errors,
         "errors_truncated": len(failures) > MAX_ERRORS,
+        "attempt": run.attempt,
+        "next_attempt_at": _iso(run.next_attempt_at),
+        "waiting_for": run.waiting_for or None,
         "cancel_requested": (
             {"by": run.cancel_requested_by, "reason": run.cancel_reason}
             if run.cancel_requested_at

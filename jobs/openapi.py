@@ -235,6 +235,20 @@ JOBS_SCHEMAS: dict[str, Any] = {
             "summary": {},
             "errors": {"type": "array", "items": {"type": "object"}},
             "errors_truncated": {"type": "boolean"},
+            "attempt": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Which attempt of its slot",
+            },
+            "next_attempt_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When a queued retry attempt may start",
+            },
+            "waiting_for": {
+                "type": ["string", "null"],
+                "description": "The dependency a queued slot waits for",
+            },
             "cancel_requested": {
                 "oneOf": [
                     {"type": "null"},

@@ -255,6 +255,25 @@ def test_the_run_page_shows_the_attempt_and_when_the_next_one_starts(
     assert "attempt 2" in page and "2026-11-30 23:05:00" in page
 
 
+def test_the_api_tells_a_runs_attempt_and_when_the_next_one_starts(
+    register_job, client, time_machine
+):
+    time_machine.move_to(SLOT, tick=False)
+
+    @register_job("tests.flaky6", retry=EXACT)
+    def flaky6(ctx):
+        raise RuntimeError("boom")
+
+    run_job("tests.flaky6", slot=SLOT)
+    second = JobRun.objects.get(job="tests.flaky6", attempt=2)
+
+    response = client.get(f"/api/jobs/runs/{second.pk}", HTTP_AUTHORIZATION="Bearer test-api-token")
+
+    body = response.json()
+    assert (body["status"], body["attempt"], body["waiting_for"]) == ("queued", 2, None)
+    assert body["next_attempt_at"] == "2026-11-30T23:05:00+00:00"
+
+
 def test_staff_edit_a_retry_policy_in_the_admin(register_job, client):
     @register_job("tests.admin_policy", schedule="0 * * * *", retry=EXACT)
     def admin_policy(ctx):
