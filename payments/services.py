@@ -213,6 +213,9 @@ class PaymentReconciler(TenantCalls):
                 seen.append(c)
         if self.dry_run or not seen:
             return
+        # Known already when a run's batches came through _prepare; a caller
+        # applying outcomes it learned elsewhere (a Stripe webhook) gets them here.
+        self._learn_tenant_keys({c.payment.organization_id for c in seen})
         started = time.perf_counter()
         with transaction.atomic():
             self._write(seen)

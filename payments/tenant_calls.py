@@ -116,11 +116,17 @@ class TenantCalls:
     def _item_failed(self, item_id: int, error: str) -> None:
         self.on_item_failure(f"{self.item_kind}:{item_id}", error)
 
+    def _learn_tenant_keys(self, organization_ids: set[int]) -> None:
+        """Tenant keys (for audit records and summaries) of organizations not seen yet."""
+        missing = organization_ids - set(self._tenant_keys)
+        if missing:
+            self._tenant_keys.update(tenant_keys(missing))
+
     def _prepare(self, organization_ids: set[int]) -> None:
         """Gateways and tenant keys for the organizations not seen yet this run;
         one whose config cannot be read is broken from the start."""
         new = organization_ids - set(self._gateways)
-        self._tenant_keys.update(tenant_keys(new))
+        self._learn_tenant_keys(new)
         for org_id in sorted(new):
             try:
                 self._gateways[org_id] = gateway_for(org_id)

@@ -210,7 +210,6 @@ def apply_payment_intent(
     reconciler = PaymentReconciler(
         now=ctx.now, actor=ctx.actor, job_run_id=ctx.job_run_id, concurrency=1
     )
-    reconciler._tenant_keys[event.organization_id] = ctx.tenant_key  # for the audit rows
     reconciler.apply([Checked(payment, outcome, reason)])
     return f"payment {payment.id}: {payment.status} -> {outcome}"
 
