@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs import custom_schedules
 from jobs.alert_models import (
     RUN_CONDITIONS,
     AlertCondition,
@@ -355,13 +356,12 @@ def _evaluate_overdue(rule: AlertRule, now: datetime) -> None:
             )
         else:
             resolve_incident(rule, key=key)
-    grace = timedelta(seconds=settings.JOBS_OVERDUE_GRACE_SECONDS)
     own = CustomSchedule.objects.all()
     if rule.job:
         own = own.filter(job=rule.job)
     for schedule in own.only("pk", "name", "job", "paused", "next_run"):
         key = f"schedule:{schedule.job}|{schedule.key}"
-        if not schedule.paused and schedule.next_run and schedule.next_run < now - grace:
+        if custom_schedules.is_overdue(schedule, now=now):
             open_incident(
                 rule,
                 key=key,

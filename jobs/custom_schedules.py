@@ -211,3 +211,18 @@ def overview_rows(limit: int = OVERVIEW_ROWS) -> list[CustomSchedule]:
     """The overview's list of staff's own schedules: active ones by next run,
     then paused ones (bounded; the admin list has them all)."""
     return list(CustomSchedule.objects.order_by("paused", "next_run", "name")[:limit])
+
+
+def is_overdue(schedule: CustomSchedule, *, now: datetime) -> bool:
+    """An active schedule whose slot no cluster fired within the grace
+    (JOBS_OVERDUE_GRACE_SECONDS): the same rule as the default schedules'."""
+    grace = timedelta(seconds=settings.JOBS_OVERDUE_GRACE_SECONDS)
+    return bool(not schedule.paused and schedule.next_run and schedule.next_run < now - grace)
+
+
+def overdue_schedules(*, now: datetime) -> list[CustomSchedule]:
+    """The overdue ones among staff's own schedules (by the due index)."""
+    grace = timedelta(seconds=settings.JOBS_OVERDUE_GRACE_SECONDS)
+    return list(
+        CustomSchedule.objects.filter(paused=False, next_run__lt=now - grace).order_by("next_run")
+    )

@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
+from jobs import custom_schedules
 from jobs.models import ClusterHeartbeat, ScheduleState
 from jobs.schedules import is_overdue
 
@@ -110,8 +111,9 @@ def check_cluster(now: datetime) -> dict[str, Any]:
 
 
 def overdue_schedules(now: datetime) -> tuple[list[dict[str, Any]], int, list[str]]:
-    """(overdue, how many schedules were checked, paused job names). Shared
-    with the metrics so both agree on what overdue means."""
+    """(overdue, how many schedules were checked, paused job names): the jobs'
+    default schedules by the rule the metrics share (`is_overdue`), then
+    staff's own schedules (jobs.custom_schedules.is_overdue, the same grace)."""
     overdue, paused, checked = [], [], 0
     for state in ScheduleState.objects.select_related("schedule").order_by("job"):
         checked += 1
@@ -126,6 +128,16 @@ def overdue_schedules(now: datetime) -> tuple[list[dict[str, Any]], int, list[st
                     "late_seconds": int((now - next_run) / timedelta(seconds=1)),
                 }
             )
+    for own in custom_schedules.overdue_schedules(now=now):
+        overdue.append(
+            {
+                "job": own.job,
+                "schedule": own.name,
+                "tenant": own.tenant,
+                "next_run": own.next_run.isoformat(),
+                "late_seconds": int((now - own.next_run) / timedelta(seconds=1)),
+            }
+        )
     return overdue, checked, paused
 
 

@@ -15,6 +15,7 @@ from django_q.models import Schedule
 
 from jobs import health
 from jobs.models import ClusterHeartbeat
+from jobs.schedule_models import CustomSchedule
 from jobs.schedules import pause, sync_schedules
 
 pytestmark = pytest.mark.django_db
@@ -116,6 +117,27 @@ def test_overdue_schedule_is_503_and_named(client, fresh_heartbeat, scheduled_jo
     assert [item["job"] for item in schedules["overdue"]] == ["tests.tick"]
     assert schedules["overdue"][0]["late_seconds"] > settings.JOBS_OVERDUE_GRACE_SECONDS
     assert "tests.tick" in schedules["error"]
+
+
+def test_a_staff_schedule_no_cluster_fired_is_overdue_too(client, fresh_heartbeat, scheduled_job):
+    late = timedelta(seconds=settings.JOBS_OVERDUE_GRACE_SECONDS + 600)
+    own = CustomSchedule.objects.create(
+        name="acme ticks", job="tests.tick", cron="0 * * * *", next_run=timezone.now() - late
+    )
+    CustomSchedule.objects.create(
+        name="paused ticks",
+        job="tests.tick",
+        cron="0 * * * *",
+        next_run=timezone.now() - late,
+        paused=True,
+        pause_reason="supplier outage",
+    )
+
+    response = client.get("/health/")
+
+    assert response.status_code == 503
+    overdue = response.json()["checks"]["schedules"]["overdue"]
+    assert [(item["job"], item.get("schedule")) for item in overdue] == [("tests.tick", own.name)]
 
 
 def test_schedule_late_within_grace_is_not_overdue(client, fresh_heartbeat, scheduled_job):
