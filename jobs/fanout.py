@@ -43,7 +43,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from jobs import shutdown
+from jobs import run_log, shutdown
 from jobs.context import COUNT_FIELDS, JobContext, RunCanceled
 from jobs.logging import job_log_context
 from jobs.models import ChunkStatus, JobChunk, JobRun, RunStatus
@@ -461,9 +461,16 @@ def run_chunks(run_id: int, target: str, lease_seconds: int = DEFAULT_LEASE_SECO
         return 0
     func = import_string(target)
     done = 0
-    with job_log_context(job=run.job, run_id=run_id, tenant=run.tenant):
-        while (claim := claim_chunk(run_id, lease_seconds=lease_seconds)) is not None:
-            chunk, worker = claim
-            process_chunk(chunk, worker=worker, func=func, lease_seconds=lease_seconds)
-            done += 1
+    capture = run_log.attach_unless_active(run_id)  # its lines go to the run's own log
+    try:
+        with job_log_context(job=run.job, run_id=run_id, tenant=run.tenant):
+            while (claim := claim_chunk(run_id, lease_seconds=lease_seconds)) is not None:
+                chunk, worker = claim
+                process_chunk(chunk, worker=worker, func=func, lease_seconds=lease_seconds)
+                done += 1
+                if capture is not None:
+                    capture.flush_to_db()
+    finally:
+        if capture is not None:
+            run_log.detach(capture)
     return done

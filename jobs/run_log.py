@@ -1,10 +1,12 @@
 """Each run's own log: the lines its job and the platform logged while it ran.
 
 A handler on the root logger keeps the records (INFO and up) whose log
-context (jobs.logging.job_log_context) names the run, the last
-JOBS_RUN_LOG_LINES of them, and writes them to the run's JobRunLog now and
-then and when the run ends: the run page and `GET /api/jobs/runs/<id>?log=1`
-read them from there, whichever process ran the job.
+context (jobs.logging.job_log_context) names the run, and appends them to
+the run's JobRunLog now and then and when the run ends, keeping the last
+JOBS_RUN_LOG_LINES in time order: the run page and `GET
+/api/jobs/runs/<id>?log=1` read them from there. The process that runs the
+job and every worker that takes a chunk of its fan-out (jobs.fanout) append
+to the same row, under a row lock, so the log holds all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from jobs.logging import current_context
@@ -31,9 +34,9 @@ class RunLogCapture(logging.Handler):
     def __init__(self, run_id: int) -> None:
         super().__init__(level=logging.INFO)
         self.run_id = str(run_id)
-        self.lines: deque[dict[str, Any]] = deque(maxlen=max(1, settings.JOBS_RUN_LOG_LINES))
+        # Lines not written yet (the newest, if more arrive than the log keeps).
+        self.pending: deque[dict[str, Any]] = deque(maxlen=_limit())
         self._lock = threading.Lock()
-        self._dirty = False
         self._flushed_at = 0.0
         self._writing = False
 
@@ -51,25 +54,36 @@ class RunLogCapture(logging.Handler):
             "message": message[:2000],
         }
         with self._lock:
-            self.lines.append(line)
-            self._dirty = True
+            self.pending.append(line)
 
     def flush_to_db(self, *, force: bool = False) -> None:
-        """Write the lines if any arrived (at most every FLUSH_INTERVAL unless forced)."""
+        """Append the lines that arrived (at most every FLUSH_INTERVAL unless forced)."""
         now = time.monotonic()
-        if not self._dirty or (not force and now - self._flushed_at < FLUSH_INTERVAL):
+        if not self.pending or (not force and now - self._flushed_at < FLUSH_INTERVAL):
             return
         with self._lock:
-            lines = list(self.lines)
-            self._dirty = False
+            lines = list(self.pending)
+            self.pending.clear()
         self._flushed_at = now
         self._writing = True  # the database's own log lines are not the run's
         try:
-            JobRunLog.objects.update_or_create(
-                run_id=int(self.run_id), defaults={"lines": lines, "updated_at": timezone.now()}
-            )
+            append_lines(int(self.run_id), lines)
         finally:
             self._writing = False
+
+
+def _limit() -> int:
+    return max(1, settings.JOBS_RUN_LOG_LINES)
+
+
+def append_lines(run_id: int, lines: list[dict[str, Any]]) -> None:
+    """Add `lines` to the run's log, keeping the latest JOBS_RUN_LOG_LINES in
+    time order; the row lock makes the writers of one run take turns."""
+    with transaction.atomic():
+        log, _ = JobRunLog.objects.select_for_update().get_or_create(run_id=run_id)
+        log.lines = sorted([*log.lines, *lines], key=lambda line: line["at"])[-_limit() :]
+        log.updated_at = timezone.now()
+        log.save(update_fields=["lines", "updated_at"])
 
 
 _active: dict[int, RunLogCapture] = {}
@@ -80,6 +94,12 @@ def attach(run_id: int) -> RunLogCapture:
     logging.getLogger().addHandler(capture)
     _active[run_id] = capture
     return capture
+
+
+def attach_unless_active(run_id: int) -> RunLogCapture | None:
+    """A chunk worker's capture of the run's lines, unless this process already
+    captures them (the parent run, working on its own chunks)."""
+    return None if run_id in _active else attach(run_id)
 
 
 def detach(capture: RunLogCapture) -> None:

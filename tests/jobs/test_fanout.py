@@ -1,5 +1,6 @@
 """Fan-out: a run's items in chunks over cluster workers, gathered into one JobRun."""
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -8,6 +9,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.brokers import get_broker
 
+from jobs import run_log
 from jobs.fanout import (
     MAX_CHUNK_ATTEMPTS,
     claim_chunk,
@@ -15,7 +17,7 @@ from jobs.fanout import (
     process_chunk,
     run_chunks,
 )
-from jobs.models import ChunkStatus, JobChunk, JobItemFailure, JobRun, RunStatus
+from jobs.models import ChunkStatus, JobChunk, JobItemFailure, JobRun, JobRunLog, RunStatus
 from jobs.runner import run_job
 from tests.factories import JobRunFactory
 
@@ -37,6 +39,11 @@ def square_chunk(ctx, items):
         squares += item * item
         ctx.count(processed=1, succeeded=1)
     return {"squares": squares, "by_parity": {"even": sum(1 for i in items if i % 2 == 0)}}
+
+
+def logging_chunk(ctx, items):
+    logging.getLogger("tests.chunks").info("chunk of %s", items)
+    return square_chunk(ctx, items)
 
 
 def exploding_chunk(ctx, items):
@@ -130,6 +137,18 @@ def test_a_chunk_task_claims_and_processes_chunks_of_a_running_run(fanned_job):
     assert sorted(SEEN) == [1, 2, 3, 4, 13]
     assert set(JobChunk.objects.values_list("status", flat=True)) == {ChunkStatus.DONE}
     assert JobItemFailure.objects.get(run=run).item_key == "13"  # on the parent run
+
+
+def test_a_chunk_workers_lines_join_the_runs_own_log(fanned_job):
+    fanned_job()
+    run = running_run_with_chunks([1, 2], [3])
+    parent_line = {"at": "2000-01-01T00:00:00.000+00:00", "level": "INFO", "logger": "x"}
+    run_log.append_lines(run.pk, [{**parent_line, "message": "fanned out into 2 chunks"}])
+
+    run_chunks(run.pk, f"{__name__}.logging_chunk")
+
+    messages = [line["message"] for line in JobRunLog.objects.get(run=run).lines]
+    assert messages == ["fanned out into 2 chunks", "chunk of [1, 2]", "chunk of [3]"]
 
 
 def test_chunks_of_a_finished_run_are_not_claimed(fanned_job):
