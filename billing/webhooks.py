@@ -12,8 +12,8 @@ from typing import Any
 from django.db.models import Q
 
 from billing.models import Invoice, StripeInvoiceStatus
-from payments.webhook_models import StripeWebhookEvent
-from payments.webhooks import HandlerContext, register_webhook_handler
+from payments.webhooks.models import StripeWebhookEvent
+from payments.webhooks.processing import HandlerContext, register_webhook_handler
 
 STATUS_OF = {
     "invoice.paid": StripeInvoiceStatus.PAID,

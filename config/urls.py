@@ -13,7 +13,7 @@ urlpatterns = [
     path("api/usage/", include("billing.api_urls")),
     path("api/", include("jobs.api_urls")),
     path("ses/", include("notifications.urls")),
-    path("webhooks/stripe/", include("payments.webhook_urls")),
+    path("webhooks/stripe/", include("payments.webhooks.urls")),
     path("health/", health.health_view, name="health"),
     path("health/live", health.live_view, name="health-live"),
     path("health/ready", health.ready_view, name="health-ready"),

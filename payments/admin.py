@@ -157,4 +157,4 @@ class PaymentAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return (*fields, "amount_minor", "currency") if obj else fields
 
 
-from payments import webhook_admin  # noqa: E402, F401 - registers the webhook events' admin
+from payments.webhooks import admin as webhook_admin  # noqa: E402, F401 - registers the webhook events' admin

@@ -152,4 +152,4 @@ class PaymentProviderConfig(models.Model):
         return f"{self.secret_key_prefix}…{self.secret_key_last4}"
 
 
-from payments.webhook_models import StripeWebhookEvent, WebhookEventStatus  # noqa: E402, F401
+from payments.webhooks.models import StripeWebhookEvent, WebhookEventStatus  # noqa: E402, F401

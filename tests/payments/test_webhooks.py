@@ -20,6 +20,7 @@ from billing.models import StripeInvoiceStatus
 from jobs.models import JobRun, RunStatus
 from jobs.runner import run_job
 from payments.models import PaymentStatus, StripeWebhookEvent, WebhookEventStatus
+from payments.webhooks import processing
 from subscriptions.models import SubscriptionStatus
 from tests.factories import (
     InvoiceFactory,
@@ -358,14 +359,12 @@ def test_the_admin_shows_each_tenants_last_webhook(live_server, acme, client):
 
 @pytest.fixture
 def boom_handler():
-    from payments import webhooks
-
-    @webhooks.register_webhook_handler("test.boom")
+    @processing.register_webhook_handler("test.boom")
     def boom(event, obj, ctx):
         raise RuntimeError("handler broke")
 
     yield
-    webhooks._HANDLERS.pop("test.boom")
+    processing._HANDLERS.pop("test.boom")
 
 
 def test_a_failing_handler_is_recorded_and_retried_then_left_failed(

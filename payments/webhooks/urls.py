@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from payments import webhook_views
+from payments.webhooks import views as webhook_views
 
 app_name = "stripe-webhooks"
 

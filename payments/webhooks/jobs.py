@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from jobs.context import JobContext
 from jobs.params import Range
 from jobs.registry import job
-from payments.webhooks import pending_event_ids, process_events
+from payments.webhooks.processing import pending_event_ids, process_events
 
 JOB = "payments.process_stripe_webhooks"
 

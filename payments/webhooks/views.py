@@ -12,8 +12,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from jobs.enqueue import enqueue_run
 from jobs.models import Trigger
-from payments.webhook_jobs import JOB
-from payments.webhooks import ACTOR, WebhookRefused, receive_event
+from payments.webhooks.jobs import JOB
+from payments.webhooks.processing import ACTOR, WebhookRefused, receive_event
 
 logger = logging.getLogger(__name__)
 
