@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs.admin_readonly import ReadOnlyAdminMixin
-from jobs.admin_views import can_act
+from jobs.admin_views import RunPermissionAdminMixin
 from jobs.alert_channels import channel_choices, get_channel
 from jobs.alert_models import AlertCondition, AlertDelivery, AlertIncident, AlertRule
 from jobs.registry import all_jobs
@@ -79,20 +79,11 @@ class AlertRuleForm(forms.ModelForm):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(RunPermissionAdminMixin, admin.ModelAdmin):
     form = AlertRuleForm
     list_display = ["name", "enabled", "job_display", "condition", "channel", "cooldown_minutes"]
     list_filter = ["enabled", "condition", "channel"]
     search_fields = ["name", "job"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and can_act(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and can_act(request.user)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and can_act(request.user)
 
     @admin.display(description="job", ordering="job")
     def job_display(self, obj: AlertRule) -> str:

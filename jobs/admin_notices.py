@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs.admin_readonly import ReadOnlyAdminMixin
-from jobs.admin_views import can_act
+from jobs.admin_views import RunPermissionAdminMixin
 from jobs.alert_channels import get_channel
 from jobs.alert_models import CompletionNotice, NoticeDelivery
 
@@ -46,21 +46,12 @@ class CompletionNoticeForm(forms.ModelForm):
 
 
 @admin.register(CompletionNotice)
-class CompletionNoticeAdmin(admin.ModelAdmin):
+class CompletionNoticeAdmin(RunPermissionAdminMixin, admin.ModelAdmin):
     form = CompletionNoticeForm
     list_display = ["__str__", "when", "emails", "has_webhook", "created_by", "created_at"]
     list_filter = ["when"]
     raw_id_fields = ["run"]
     list_select_related = ["schedule"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and can_act(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and can_act(request.user)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and can_act(request.user)
 
     @admin.display(description="webhook", boolean=True)
     def has_webhook(self, obj: CompletionNotice) -> bool:

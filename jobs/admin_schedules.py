@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from jobs.admin_views import can_act
+from jobs.admin_views import RunPermissionAdminMixin
 from jobs.cron import CronError, normalize_cron
 from jobs.custom_schedules import first_next_run, pause, resume, slots_after, validate, zone
 from jobs.models import JobAction
@@ -116,15 +116,12 @@ class CustomScheduleForm(ParamFormMixin, forms.ModelForm):
 
 
 @admin.register(CustomSchedule)
-class CustomScheduleAdmin(admin.ModelAdmin):
+class CustomScheduleAdmin(RunPermissionAdminMixin, admin.ModelAdmin):
     form = CustomScheduleForm
     list_display = ["name", "job", "tenant", "cron", "time_zone", "next_runs", "state"]
     list_filter = ["paused", "job"]
     search_fields = ["name", "job", "tenant"]
     readonly_fields = ["next_runs", "last_slot", "paused_by", "paused_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and can_act(request.user)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         """The fields the form will have: the job's typed parameters in place of
@@ -146,12 +143,6 @@ class CustomScheduleAdmin(admin.ModelAdmin):
         if kwargs.get("fields"):
             kwargs["fields"] = [f for f in kwargs["fields"] if not f.startswith(FIELD_PREFIX)]
         return super().get_form(request, obj, change, **kwargs)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and can_act(request.user)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and can_act(request.user)
 
     @admin.display(description="next 5 runs (schedule's zone / UTC)")
     def next_runs(self, obj: CustomSchedule) -> str:

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs.admin_views import can_act
+from jobs.admin_views import RunPermissionAdminMixin
 from jobs.models import JobAction, JobRun, RunStatus, ScheduleRetryPolicy
 from jobs.registry import UnknownJob, get_job
 from jobs.retry import policy_for
@@ -75,7 +75,7 @@ class RunAttemptFieldsMixin:
 
 
 @admin.register(ScheduleRetryPolicy)
-class ScheduleRetryPolicyAdmin(admin.ModelAdmin):
+class ScheduleRetryPolicyAdmin(RunPermissionAdminMixin, admin.ModelAdmin):
     """Staff's override of a job's declared policy for its schedule's runs."""
 
     list_display = ["job", "declared", "effective", "updated_by", "updated_at"]
@@ -93,15 +93,6 @@ class ScheduleRetryPolicyAdmin(admin.ModelAdmin):
     ]
     readonly_fields = ["declared", "updated_by", "updated_at"]
     list_select_related = ["schedule"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return super().has_add_permission(request) and can_act(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_change_permission(request, obj) and can_act(request.user)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super().has_delete_permission(request, obj) and can_act(request.user)
 
     @admin.display(description="job", ordering="schedule__job")
     def job(self, obj: ScheduleRetryPolicy) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -36,6 +37,21 @@ VIEW_PERMISSION = "jobs.view_jobrun"
 def can_act(user) -> bool:
     """Viewing needs only view permissions; acting needs `jobs.run_job`."""
     return user.has_perm(RUN_JOB_PERMISSION)
+
+
+class RunPermissionAdminMixin:
+    """Self-care settings (alert rules, notices, retry policies, own schedules)
+    change what the cluster runs or who it tells: adding, changing and deleting
+    them needs `jobs.run_job` besides the model's own permission."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and can_act(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and can_act(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and can_act(request.user)
 
 
 def needs_run_permission(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -124,11 +124,9 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class AlertDelivery(models.Model):
-    """The delivery log: one notice (alert or resolved) to one channel."""
+class Delivery(models.Model):
+    """One message to one channel, retried with backoff (jobs.deliveries)."""
 
-    incident = models.ForeignKey(AlertIncident, on_delete=models.CASCADE, related_name="deliveries")
-    kind = models.CharField(max_length=10)  # "alert" or "resolved"
     channel = models.CharField(max_length=30)
     target = models.TextField()
     payload = models.JSONField(default=dict)
@@ -141,6 +139,16 @@ class AlertDelivery(models.Model):
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class AlertDelivery(Delivery):
+    """The delivery log: one notice (alert or resolved) to one channel."""
+
+    incident = models.ForeignKey(AlertIncident, on_delete=models.CASCADE, related_name="deliveries")
+    kind = models.CharField(max_length=10)  # "alert" or "resolved"
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -213,25 +221,13 @@ class CompletionNotice(models.Model):
         return f"completion notice for {what}"
 
 
-class NoticeDelivery(models.Model):
+class NoticeDelivery(Delivery):
     """The completion notices' delivery log: one per notice, run and channel."""
 
     notice = models.ForeignKey(
         CompletionNotice, on_delete=models.CASCADE, related_name="deliveries"
     )
     run = models.ForeignKey("jobs.JobRun", on_delete=models.CASCADE, related_name="+")
-    channel = models.CharField(max_length=30)
-    target = models.TextField()
-    payload = models.JSONField(default=dict)
-    status = models.CharField(
-        max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
-    )
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    response_code = models.PositiveIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
