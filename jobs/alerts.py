@@ -94,12 +94,19 @@ def _superseded(run: JobRun) -> bool:
     ).exists()
 
 
-def evaluate_run(run: JobRun) -> None:
-    """At the end of every run: the run conditions of the rules for its job."""
+def evaluate_run(
+    run: JobRun, *, rules: list[AlertRule] | None = None, latest: bool = False
+) -> None:
+    """At the end of every run: the run conditions of the rules for its job.
+    The minute's evaluation hands in the enabled rules it read and says when
+    `run` is known to be its job and tenant's latest finished run."""
     if run.dry_run or run.status not in OUTCOMES or run.finished_at is None:
         return
-    rules = _rules(job_name=run.job, conditions=RUN_CONDITIONS)
-    if not rules or _superseded(run):
+    if rules is None:
+        rules = _rules(job_name=run.job, conditions=RUN_CONDITIONS)
+    else:
+        rules = [r for r in rules if r.condition in RUN_CONDITIONS and r.job in ("", run.job)]
+    if not rules or (not latest and _superseded(run)):
         return
     for rule in rules:
         try:
@@ -386,10 +393,10 @@ def evaluate_alerts(*, now: datetime | None = None) -> dict[str, int]:
             finished_at__gte=lookback, dry_run=False, status__in=OUTCOMES
         ).order_by("-finished_at")[:LOOKBACK_MAX_RUNS]
         seen: set[tuple[str, str]] = set()
-        for run in recent:
+        for run in recent:  # newest first: the first of each job and tenant is its latest
             if (run.job, run.tenant) not in seen:
                 seen.add((run.job, run.tenant))
-                evaluate_run(run)
+                evaluate_run(run, rules=rules, latest=True)
                 evaluated += 1
     for rule in rules:
         try:
