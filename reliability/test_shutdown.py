@@ -31,18 +31,28 @@ from reliability.test_invoices import (
 
 ORGS = 80
 GRACE = 8
+STRIPE_LATENCY = 0.4  # seconds: 64 invoices left / 2 workers take ~13 s > GRACE
 
 
 def test_sigterm_stops_the_cluster_within_the_grace_and_a_fresh_cluster_finishes_the_run(
-    clusters, moto_url, localstripe, tmp_path, settings
+    clusters, moto_url, localstripe, fault_proxy, tmp_path, settings
 ):
     localstripe.flush()
     localstripe.clear_requests()
     bucket = f"drill-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", region_name=REGION, endpoint_url=moto_url).create_bucket(Bucket=bucket)
     billable_organizations(ORGS)
+    # Each Stripe invoice answers STRIPE_LATENCY late (well inside the client's
+    # timeout), so the invoices left at SIGTERM take longer than the grace on
+    # any machine: the drill always meets a job still running when it is up.
+    stripe = fault_proxy(
+        localstripe.url,
+        hang_seconds=STRIPE_LATENCY,
+        match=lambda method, path, headers, body: method == "POST" and path == "/v1/invoices",
+    )
+    stripe.set_mode("slow")
     env = {
-        **invoice_env(moto_url, localstripe.url, bucket, str(tmp_path)),
+        **invoice_env(moto_url, stripe.url, bucket, str(tmp_path)),
         "Q_SHUTDOWN_GRACE_SECONDS": GRACE,
         "JOBS_CHUNK_LEASE_SECONDS": 600,  # a chunk left behind would stall the drill
     }
