@@ -75,6 +75,8 @@ class StartRunForm(NotifyFieldsMixin, ParamFormMixin, forms.Form):
         if spec.ask_reason:  # asked on the confirmation page instead
             params = tuple(p for p in params if p.name != REASON_PARAM)
         self.add_param_fields(params)
+        # Who and how first, then the job's own parameters; the notice last.
+        self.order_fields([f for f in self.fields if f not in NOTIFY_FIELDS])
 
     def clean_tenant(self) -> str:
         key = self.cleaned_data["tenant"].strip()

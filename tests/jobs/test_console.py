@@ -535,3 +535,16 @@ def test_a_previewed_start_carries_its_notice_to_the_real_run(
 
     real = JobRun.objects.get(job="tests.console_notify_mail", dry_run=False)
     assert CompletionNotice.objects.get(run=real).emails == "ops@example.com"
+
+
+def test_run_now_asks_who_and_what_first_and_the_notice_last(operator_client, greeting_job):
+    form = operator_client.get(reverse("jobs_start", args=[greeting_job])).context["form"]
+
+    assert list(form.fields) == [
+        "tenant",
+        "dry_run",
+        "param_times",
+        "param_loud",
+        "notify_emails",
+        "notify_webhook",
+    ]
