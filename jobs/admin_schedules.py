@@ -22,6 +22,18 @@ from jobs.schedule_models import CustomSchedule
 from jobs.tenants import UnknownTenant
 
 
+def typed_params_job(job_name: str | None, *, json_given: bool) -> JobSpec | None:
+    """The job whose typed parameter fields the schedule form shows (the one
+    posted, asked for with `?job=`, or the schedule's own), unless the JSON box
+    was what got posted. The form and the admin's field list both ask this."""
+    if json_given:
+        return None
+    try:
+        return get_job(job_name or "")
+    except UnknownJob:
+        return None
+
+
 class CustomScheduleForm(ParamFormMixin, forms.ModelForm):
     """The job's parameters are the typed fields of "Run now…" (jobs.param_forms)
     once the job is known (`?job=` on the add page, or the schedule's own job);
@@ -56,8 +68,11 @@ class CustomScheduleForm(ParamFormMixin, forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["job"].choices = [(s.name, s.name) for s in all_jobs()]
-        spec = self._known_job()
-        if spec is not None and not (self.is_bound and "params_text" in self.data):
+        chosen = self.data.get("job") if self.is_bound else self.initial.get("job")
+        spec = typed_params_job(
+            chosen or self.instance.job, json_given=self.is_bound and "params_text" in self.data
+        )
+        if spec is not None:
             del self.fields["params_text"]
             self.add_param_fields(spec.params)
             if not self.is_bound and self.instance.pk and self.instance.job == spec.name:
@@ -66,13 +81,6 @@ class CustomScheduleForm(ParamFormMixin, forms.ModelForm):
                         self.initial[field_name(param)] = self.instance.params[param.name]
         elif self.instance.pk:
             self.initial["params_text"] = json.dumps(self.instance.params or {})
-
-    def _known_job(self) -> JobSpec | None:
-        name = self.data.get("job") if self.is_bound else self.initial.get("job")
-        try:
-            return get_job(name or self.instance.job or "")
-        except UnknownJob:
-            return None
 
     def clean_cron(self) -> str:
         try:
@@ -127,12 +135,11 @@ class CustomScheduleAdmin(RunPermissionAdminMixin, admin.ModelAdmin):
         """The fields the form will have: the job's typed parameters in place of
         the JSON box once the job is known (as CustomScheduleForm decides)."""
         fields = list(super().get_fields(request, obj))
-        name = request.POST.get("job") if request.method == "POST" else request.GET.get("job")
-        try:
-            spec = get_job(name or (obj.job if obj else ""))
-        except UnknownJob:
-            return fields
-        if "params_text" in request.POST:
+        chosen = request.POST.get("job") if request.method == "POST" else request.GET.get("job")
+        spec = typed_params_job(
+            chosen or (obj.job if obj else ""), json_given="params_text" in request.POST
+        )
+        if spec is None:
             return fields
         at = fields.index("params_text")
         fields[at : at + 1] = [field_name(p) for p in spec.params]
