@@ -169,7 +169,6 @@ class HandlerContext:
     now: datetime
     actor: str
     job_run_id: int | None
-    tenant_key: str
 
 
 def register_webhook_handler(*types: str) -> Callable[[Handler], Handler]:
@@ -338,9 +337,7 @@ def _decide(
     )
     if newer is not None:
         return WebhookEventStatus.IGNORED, f"out of order: the newer event {newer} was applied"
-    context = HandlerContext(
-        now=now, actor=actor, job_run_id=job_run_id, tenant_key=event.organization.key
-    )
+    context = HandlerContext(now=now, actor=actor, job_run_id=job_run_id)
     try:
         with transaction.atomic():
             return WebhookEventStatus.PROCESSED, handler(event, obj, context)
