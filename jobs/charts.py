@@ -3,6 +3,8 @@ assets from outside): stacked bars per hour, and horizontal bars."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.utils.html import format_html, format_html_join
@@ -23,24 +25,53 @@ def ceiling(value: float) -> int:
         top *= 10
 
 
-def stacked_bars(
-    *, title: str, hours: list[datetime], series: dict[str, list[int]], unit: str = "runs"
-) -> SafeString:
-    """One bar per hour, its series stacked; each bar says its numbers on hover."""
-    totals = [sum(values[i] for values in series.values()) for i in range(len(hours))]
-    top = ceiling(max([*totals, 1]))
-    inner_w, inner_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
-    step = inner_w / max(len(hours), 1)
+@dataclass(frozen=True)
+class Frame:
+    """A chart's box: the SVG's size and the padding around its plot."""
+
+    width: int
+    height: int
+    left: int
+    right: int
+    top: int
+    bottom: int
+
+    @property
+    def inner_w(self) -> int:
+        return self.width - self.left - self.right
+
+    @property
+    def inner_h(self) -> int:
+        return self.height - self.top - self.bottom
+
+
+FRAME = Frame(WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM)
+
+
+def axes(
+    frame: Frame,
+    *,
+    css_class: str,
+    title: str,
+    top: float,
+    tick_text: Callable[[float], str],
+    x_labels: list[str],
+) -> tuple[list[SafeString], Callable[[float], float], float]:
+    """A chart's opening tag, its grid at 0, half and `top` with their labels,
+    and the first, middle and last of `x_labels` under their slots. Returns
+    those parts, the value -> y mapping and the width of one x slot (the
+    console's and the analytics page's charts both start here)."""
+    step = frame.inner_w / max(len(x_labels), 1)
 
     def y(value: float) -> float:
-        return PAD_TOP + inner_h - inner_h * value / top
+        return frame.top + frame.inner_h - frame.inner_h * value / top
 
     parts = [
         format_html(
-            '<svg class="jobs-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
-            "<title>{}</title>",
-            WIDTH,
-            HEIGHT,
+            '<svg class="{}" viewBox="0 0 {} {}" role="img" aria-label="{}"><title>{}</title>',
+            css_class,
+            frame.width,
+            frame.height,
             title,
             title,
         )
@@ -50,26 +81,42 @@ def stacked_bars(
             format_html(
                 '<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
                 '<text x="{}" y="{}" class="axis" text-anchor="end">{}</text>',
-                PAD_LEFT,
-                WIDTH - PAD_RIGHT,
+                frame.left,
+                frame.width - frame.right,
                 f"{y(tick):.1f}",
                 f"{y(tick):.1f}",
-                PAD_LEFT - 4,
+                frame.left - 4,
                 f"{y(tick) + 4:.1f}",
-                f"{tick:,.0f}",
+                tick_text(tick),
             )
         )
-    labels = {0, len(hours) // 2, len(hours) - 1}
-    for i in sorted(labels):
-        if 0 <= i < len(hours):
+    for i in sorted({0, len(x_labels) // 2, len(x_labels) - 1}):
+        if 0 <= i < len(x_labels):
             parts.append(
                 format_html(
                     '<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>',
-                    f"{PAD_LEFT + step * (i + 0.5):.1f}",
-                    HEIGHT - 6,
-                    f"{hours[i]:%m-%d %H:00}",
+                    f"{frame.left + step * (i + 0.5):.1f}",
+                    frame.height - 6,
+                    x_labels[i],
                 )
             )
+    return parts, y, step
+
+
+def stacked_bars(
+    *, title: str, hours: list[datetime], series: dict[str, list[int]], unit: str = "runs"
+) -> SafeString:
+    """One bar per hour, its series stacked; each bar says its numbers on hover."""
+    totals = [sum(values[i] for values in series.values()) for i in range(len(hours))]
+    top = ceiling(max([*totals, 1]))
+    parts, y, step = axes(
+        FRAME,
+        css_class="jobs-chart",
+        title=title,
+        top=top,
+        tick_text=lambda tick: f"{tick:,.0f}",
+        x_labels=[f"{hour:%m-%d %H:00}" for hour in hours],
+    )
     for i, hour in enumerate(hours):
         base = 0
         for name, values in series.items():

@@ -26,12 +26,14 @@ from billing.models import DailyMetrics
 from billing.selectors import daily_series
 from billing.services.pdf import format_money
 from jobs.admin_readonly import ReadOnlyAdminMixin
+from jobs.charts import Frame, axes
 from jobs.tenants import search as tenant_search
 from subscriptions.models import Organization
 
 CHART_DAYS = 30
 WIDTH, HEIGHT = 640, 150
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 64, 12, 10, 22
+FRAME = Frame(WIDTH, HEIGHT, PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM)
 COLOURS = ("#205493", "#ba2121", "#2e7d32", "#b26a00", "#6a1b9a")
 
 
@@ -69,47 +71,15 @@ def svg_chart(
     """A small chart: bars side by side per day, or one line per series."""
     known = [v for s in series for v in s.values if v is not None]
     top = nice_ceiling(max([*known, 0]), floor=200 if money else 2)
-    inner_w = WIDTH - PAD_LEFT - PAD_RIGHT
-    inner_h = HEIGHT - PAD_TOP - PAD_BOTTOM
-    step = inner_w / max(len(days), 1)
-
-    def y(value: float) -> float:
-        return PAD_TOP + inner_h - inner_h * value / top
-
-    parts = [
-        format_html(
-            '<svg class="billing-chart" viewBox="0 0 {} {}" role="img" aria-label="{}">'
-            "<title>{}</title>",
-            WIDTH,
-            HEIGHT,
-            title,
-            title,
-        )
-    ]
-    for tick in (0, top / 2, top):
-        parts.append(
-            format_html(
-                '<line x1="{}" x2="{}" y1="{}" y2="{}" class="grid"/>'
-                '<text x="{}" y="{}" class="axis" text-anchor="end">{}</text>',
-                PAD_LEFT,
-                WIDTH - PAD_RIGHT,
-                f"{y(tick):.1f}",
-                f"{y(tick):.1f}",
-                PAD_LEFT - 4,
-                f"{y(tick) + 4:.1f}",
-                _number(tick, money=money),
-            )
-        )
-    for i in (0, len(days) // 2, len(days) - 1):
-        if 0 <= i < len(days):
-            parts.append(
-                format_html(
-                    '<text x="{}" y="{}" class="axis" text-anchor="middle">{}</text>',
-                    f"{PAD_LEFT + step * (i + 0.5):.1f}",
-                    HEIGHT - 6,
-                    days[i][5:],
-                )
-            )
+    inner_h = FRAME.inner_h
+    parts, y, step = axes(
+        FRAME,
+        css_class="billing-chart",
+        title=title,
+        top=top,
+        tick_text=lambda tick: _number(tick, money=money),
+        x_labels=[day[5:] for day in days],
+    )
     for n, s in enumerate(series):
         if bars:
             width = step * 0.8 / len(series)
