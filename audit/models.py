@@ -54,6 +54,9 @@ class AuditTrail(models.Model):
             models.Index(fields=["tenant", "object_type", "at"], name="audit_tenant_idx"),
             # The admin's list, newest first.
             models.Index(fields=["-at", "-id"], name="audit_list_idx"),
+            # The action filter: its choices (one probe per distinct action)
+            # and a list of one action, newest first.
+            models.Index(fields=["action", "-at", "-id"], name="audit_action_idx"),
             # "What did this actor do?"
             models.Index(fields=["actor", "at"], name="audit_actor_idx"),
             # The retention purge: "which rows are older than the cutoff?"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from audit.selectors import recorded_actions
 from jobs.schedules import pause, sync_schedules
 from tests.factories import AuditTrailFactory
 
@@ -44,3 +48,14 @@ def test_filters_by_action_and_actor_kind_and_searches_by_prefix(admin_client):
     assert shown(q="inv-2026") == ["invoice.issued"]
     filters = admin_client.get(reverse(URL)).content.decode()
     assert "?action=invoice.issued" in filters and "Past 7 days" in filters
+
+
+def test_the_action_filter_offers_every_recorded_action_however_old(admin_client):
+    """Its choices come from the action index, not from the newest records only."""
+    AuditTrailFactory(action="invoice.voided", at=timezone.now() - timedelta(days=900))
+    AuditTrailFactory.create_batch(3, action="subscription.expired")
+    AuditTrailFactory(action="api_key.created")
+
+    assert recorded_actions() == ["api_key.created", "invoice.voided", "subscription.expired"]
+    filters = admin_client.get(reverse(URL)).content.decode()
+    assert "?action=invoice.voided" in filters
