@@ -113,6 +113,24 @@ def test_schedules_list_shows_cron_next_runs_last_run_and_pause_state(operator_c
     assert len(changelist.model_admin.next_runs(row).split(",")) == 5
 
 
+def test_schedules_list_reads_every_rows_last_run_at_once(
+    operator_client, counted_job, django_assert_max_num_queries
+):
+    """Not a query per job: the page's rows get their latest runs in two."""
+    JobRunFactory.create_batch(3, job="tests.admin_counted")
+    url = reverse("admin:jobs_schedulestate_changelist")
+    operator_client.get(url)  # the session, permissions and caches warm
+
+    with django_assert_max_num_queries(12) as queries:
+        html = operator_client.get(url).content.decode()
+
+    lookups = [
+        q for q in queries.captured_queries if "ORDER BY" in q["sql"] and "LIMIT 1" in q["sql"]
+    ]
+    assert len(lookups) == 1  # one UNION of per-job lookups
+    assert "never run" in html
+
+
 def test_run_now_enqueues_a_run_that_reaches_succeeded(
     operator_client, counted_job, drain_queue, django_capture_on_commit_callbacks
 ):

@@ -10,7 +10,7 @@ from django_q.models import Schedule
 
 from jobs.models import RunStatus, ScheduleState
 from jobs.schedules import pause, sync_schedules
-from jobs.selectors import job_overview, schedules_with_last_run
+from jobs.selectors import job_overview, latest_runs
 from tests.factories import JobRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,17 +28,23 @@ def row(overview, name):
     return next(j for j in overview.jobs if j.name == name)
 
 
-def test_schedules_with_last_run_annotates_each_jobs_latest_run(three_jobs):
+def test_latest_runs_gives_each_jobs_latest_run_in_two_queries(
+    three_jobs, django_assert_num_queries
+):
     JobRunFactory(job="tests.sel_a", status=RunStatus.FAILED)
     latest = JobRunFactory(job="tests.sel_a", status=RunStatus.SUCCEEDED)
+    JobRunFactory(job="tests.sel_c", status=RunStatus.SKIPPED)
 
-    states = {s.job: s for s in schedules_with_last_run()}
+    with django_assert_num_queries(2):
+        runs = latest_runs(three_jobs)
 
-    assert (states["tests.sel_a"].last_run_id, states["tests.sel_a"].last_run_status) == (
+    assert (runs["tests.sel_a"]["id"], runs["tests.sel_a"]["status"]) == (
         latest.pk,
         RunStatus.SUCCEEDED,
     )
-    assert states["tests.sel_b"].last_run_id is None
+    assert runs["tests.sel_a"]["created_at"] == latest.created_at
+    assert runs["tests.sel_c"]["status"] == RunStatus.SKIPPED
+    assert "tests.sel_b" not in runs
 
 
 def test_overview_costs_the_same_few_queries_however_many_jobs_and_runs(
