@@ -19,13 +19,18 @@ class Result:
     baseline_name: str
     baseline: float  # seconds
     extras: dict[str, str] = field(default_factory=dict)
+    digits: int = 2  # of the seconds printed (4 for a workload timed in milliseconds)
+
+    @property
+    def ratio(self) -> float:
+        return self.project / self.baseline if self.baseline else float("inf")
 
 
 def format_line(name: str, result: Result) -> str:
-    ratio = result.project / result.baseline if result.baseline else float("inf")
+    d = result.digits
     line = (
-        f"bench {name}: project {result.project:.2f} s, "
-        f"{result.baseline_name} {result.baseline:.2f} s, ratio {ratio:.2f}"
+        f"bench {name}: project {result.project:.{d}f} s, "
+        f"{result.baseline_name} {result.baseline:.{d}f} s, ratio {result.ratio:.2f}"
     )
     return line + "".join(f", {k} {v}" for k, v in result.extras.items())
 
