@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from django.contrib import admin
@@ -142,8 +143,13 @@ def plain_page(request: HttpRequest, name: str) -> HttpResponse:
         for sql in BARE_SQL[name]:
             c.execute(sql)
             tables.append(([d.name for d in c.description], c.fetchall()))
-    template = engines["django"].from_string(PLAIN_PAGE)
-    return HttpResponse(template.render({"name": name, "tables": tables}, request))
+    return HttpResponse(plain_template().render({"name": name, "tables": tables}, request))
+
+
+@cache
+def plain_template() -> Any:
+    """Compiled once, as the admin's templates are by the cached loader."""
+    return engines["django"].from_string(PLAIN_PAGE)
 
 
 BARE_SQL: dict[str, list[str]] = {}
@@ -151,7 +157,7 @@ BARE_SQL: dict[str, list[str]] = {}
 
 def rows_shown(model: type[Model]) -> int:
     """How many rows the model's changelist shows on a page."""
-    return admin.site._registry[model].list_per_page
+    return admin.site.get_model_admin(model).list_per_page
 
 
 def pages() -> list[tuple[str, str, list[str]]]:
