@@ -1,7 +1,8 @@
 """Reads behind the jobs admin: schedules with their last run, and the overview.
 
 Each function runs a fixed, small number of queries whatever the number of
-jobs: one GROUP BY over JobRun instead of a query per job per column.
+jobs or runs: per-job index lookups joined in one statement, and counts over
+a recent window, never a GROUP BY over the whole history.
 """
 
 from __future__ import annotations
