@@ -291,7 +291,16 @@ def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
 
 
 def create_schedule(job: str, cron: str, *, first_slot: datetime | None = None) -> Schedule:
-    """A job's schedule as `sync_schedules` makes it, with a drill's cron."""
+    """A job's schedule as `sync_schedules` makes it, with a drill's cron,
+    first firing at `first_slot` (default: its next slot from now).
+
+    django-q2's `Schedule.save()` replaces a new cron schedule's `next_run`
+    with the cron's next time after now, so a `first_slot` given to create()
+    would be lost whenever now is within the drill's lead time of a slot (the
+    schedule would fire one slot early). The row is therefore created with
+    repeats=0, which every scheduler leaves alone, and given its first slot
+    and repeats=-1 in one UPDATE.
+    """
     spec = get_job(job)
     normalized = normalize_cron(cron)
     schedule = Schedule.objects.create(
@@ -300,11 +309,14 @@ def create_schedule(job: str, cron: str, *, first_slot: datetime | None = None) 
         kwargs=repr({"job": spec.name, "q_options": q_options(spec)}),
         schedule_type=Schedule.CRON,
         cron=normalized,
-        repeats=-1,
+        repeats=0,
         intended_date_kwarg="slot",
-        next_run=first_slot or next_runs(normalized, after=timezone.now(), count=1)[0],
     )
     ScheduleState.objects.create(schedule=schedule, job=spec.name, synced_cron=normalized)
+    first_slot = first_slot or next_runs(normalized, after=timezone.now(), count=1)[0]
+    Schedule.objects.filter(pk=schedule.pk).update(next_run=first_slot, repeats=-1)
+    schedule.refresh_from_db()
+    assert schedule.next_run == first_slot, (schedule.next_run, first_slot)
     return schedule
 
 
