@@ -134,7 +134,7 @@ def seed_audit_trail(*, rows: int, young_every: int) -> tuple[int, int]:
 
 
 def test_audit_purge_killed_mid_run_resumes_and_purges_each_row_once(clusters, settings):
-    old, young = seed_audit_trail(rows=300_000, young_every=10)
+    old, young = seed_audit_trail(rows=150_000, young_every=10)
     retention = timezone.now() - timezone.timedelta(days=settings.AUDIT_RETENTION_DAYS)
     cluster = clusters.start(1, Q_WORKERS=1)[0]
     first, _ = enqueue_run(

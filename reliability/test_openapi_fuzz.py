@@ -35,7 +35,7 @@ from tests.factories import OrganizationFactory, PaymentProviderConfigFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 75))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", 50))
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED", 20261202))
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
