@@ -3,11 +3,14 @@
 Seeded: 1,000,000 JobRuns, BENCH_ADMIN_EVENTS usage events (10,000,000 by
 default), 2,000,000 audit records, 1,000,000 subscriptions of 10,000
 organizations. Each page is fetched through Django's test client as a
-superuser (the median of BENCH_ADMIN_ROUNDS after a warm-up), and so is the
+superuser, and so is the
 plainest page of the same rows: the bare SELECTs of the rows and columns the
 page shows (`SELECT <columns> ... ORDER BY <the list's ordering> LIMIT <its
 page size>`, a run's related rows, each job's latest runs), printed in a table
-by a template.
+by a template. The two are fetched in turn, BENCH_ADMIN_ROUNDS times after a
+warm-up of each, and each figure is the median of its fetches: their
+database times are a millisecond or two, so a drift of the machine must
+fall on both alike.
 
 A line per page: `project` is the page's time in the database (every
 statement it ran, timed by an execute wrapper), `bare_select` the plain
@@ -39,7 +42,7 @@ from bench.common import Result, format_line, log, seed_usage_metrics, settle, t
 
 JOB_RUNS = int(os.environ.get("BENCH_JOB_RUNS", 1_000_000))
 EVENTS = int(os.environ.get("BENCH_ADMIN_EVENTS", 10_000_000))
-ROUNDS = int(os.environ.get("BENCH_ADMIN_ROUNDS", 5))
+ROUNDS = int(os.environ.get("BENCH_ADMIN_ROUNDS", 15))
 BUDGET_MS = 300
 
 
@@ -88,14 +91,18 @@ def seed_events(t: dict[str, str]) -> None:
     settle(t["event"], t["metric"])
 
 
-def median_ms(fn: Callable[[], object]) -> float:
-    fn()  # warm-up: caches, plans, templates
-    samples = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
+def median_ms(*fns: Callable[[], object]) -> list[float]:
+    """Each of `fns` warmed up (caches, plans, templates), then all called in
+    turn ROUNDS times: the median milliseconds of each."""
+    for fn in fns:
         fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(ROUNDS):
+        for fn, times in zip(fns, samples, strict=True):
+            started = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - started) * 1000)
+    return [statistics.median(times) for times in samples]
 
 
 class SqlClock:
@@ -343,12 +350,14 @@ def measure() -> Result:
         BARE_SQL[name] = statements
         page_sql: list[float] = []
         plain_sql: list[float] = []
-        page_ms = median_ms(lambda url=url, into=page_sql: fetch(url, into))
-        plain_ms = median_ms(lambda name=name, into=plain_sql: fetch(f"/bench/plain/{name}/", into))
+        page_ms, plain_ms = median_ms(
+            lambda url=url, into=page_sql: fetch(url, into),
+            lambda name=name, into=plain_sql: fetch(f"/bench/plain/{name}/", into),
+        )
         # The database time of the same fetches, the warm-up left out.
         page_sql_ms = statistics.median(page_sql[1:])
         plain_sql_ms = statistics.median(plain_sql[1:])
-        bare_ms = median_ms(bare(statements))
+        (bare_ms,) = median_ms(bare(statements))
         result = Result(
             project=page_sql_ms / 1000,
             baseline_name="bare_select",
