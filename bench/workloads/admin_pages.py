@@ -3,14 +3,13 @@
 Seeded: 1,000,000 JobRuns, BENCH_ADMIN_EVENTS usage events (10,000,000 by
 default), 2,000,000 audit records, 1,000,000 subscriptions of 10,000
 organizations. Each page is fetched through Django's test client as a
-superuser, and so is the
-plainest page of the same rows: the bare SELECTs of the rows and columns the
-page shows (`SELECT <columns> ... ORDER BY <the list's ordering> LIMIT <its
-page size>`, a run's related rows, each job's latest runs), printed in a table
-by a template. The two are fetched in turn, BENCH_ADMIN_ROUNDS times after a
-warm-up of each, and each figure is the median of its fetches: their
-database times are a millisecond or two, so a drift of the machine must
-fall on both alike.
+superuser, and so is the plainest page of the same rows: the bare SELECTs of
+the rows and columns the page shows (`SELECT <columns> ... ORDER BY <the
+list's ordering> LIMIT <its page size>`, a run's related rows, each job's
+latest runs), printed in a table by a template. The two are fetched in turn,
+BENCH_ADMIN_ROUNDS times after a warm-up of each, and each figure is the
+median of its fetches: their database times are a millisecond or two, so a
+drift of the machine must fall on both alike.
 
 A line per page: `project` is the page's time in the database (every
 statement it ran, timed by an execute wrapper), `bare_select` the plain
